@@ -1,0 +1,1 @@
+"""A self-contained WebShop simulator (no Java, no torch)."""
