@@ -22,7 +22,7 @@ from .memory import MemoryPolicy
 from .protocol import ANSWER, SEARCH, TagSet, Turn, format_turn
 from .retrieval import Hit, Retriever, make_retriever
 from .scoring import normalize_answer, score_answers, split_answers
-from .turn_env import Outcome, TurnEnv
+from .turn_env import MAX_OBSERVATION_CHARS, Outcome, TurnEnv
 
 PROMPT_TEMPLATE = """\
 Answer the following {n} question(s) by searching a knowledge base.
@@ -78,6 +78,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         dataset_seed: int = 0,
         dataset_size: int | None = None,
         max_query_chars: int = 1_000,
+        max_observation_chars: int = MAX_OBSERVATION_CHARS,
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
@@ -91,6 +92,7 @@ class MultiObjectiveQAEnv(TurnEnv):
             tags=tags,
             max_turns=max_turns if max_turns is not None else 3 * n_objectives + 2,
             format_penalty=format_penalty,
+            max_observation_chars=max_observation_chars,
             token_counter=token_counter,
             seed=seed,
             render_mode=render_mode,
