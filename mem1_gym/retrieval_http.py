@@ -182,3 +182,16 @@ def _error_message(data: bytes) -> str:
     if isinstance(payload, dict) and "error" in payload:
         return str(payload["error"])
     return json.dumps(payload)[:200]
+
+
+def _factory(spec: str, corpus: Sequence[Any], fingerprint: str | None) -> HttpRetriever:
+    # The server owns the corpus; the local one is not needed by the client.
+    return HttpRetriever(spec)
+
+
+def register() -> None:
+    """Make ``http://`` and ``https://`` retriever specs select this backend."""
+    from .retrieval import register_retriever_backend
+
+    register_retriever_backend("http", _factory)
+    register_retriever_backend("https", _factory)
