@@ -383,6 +383,21 @@ class RetrievalServer:
         self.close()
 
 
+def _load_retriever(args: argparse.Namespace) -> tuple[Retriever, int]:
+    """The dataset's corpus and the index over it that the command serves."""
+    from .data import load_dataset
+    from .retrieval import BM25sRetriever, make_retriever
+
+    dataset = load_dataset(args.dataset, seed=args.dataset_seed, size=args.dataset_size, corpus=args.corpus)
+    if args.index is not None:
+        if args.backend != "bm25s":
+            raise ValueError("--index applies to the bm25s backend only (rank_bm25 keeps its index in memory)")
+        return BM25sRetriever(dataset.corpus, cache_dir=args.index, fingerprint=dataset.fingerprint), len(dataset.corpus)
+    if "://" in args.backend:
+        raise ValueError("a server cannot serve another server: choose bm25s or rank_bm25")
+    return make_retriever(args.backend, dataset.corpus, dataset.fingerprint), len(dataset.corpus)
+
+
 def cli(argv: list[str]) -> int:
     """``mem1 serve-retriever``: serve a corpus's index over HTTP until interrupted."""
     parser = argparse.ArgumentParser(
@@ -390,6 +405,7 @@ def cli(argv: list[str]) -> int:
         description="Serve a retrieval index over HTTP with the Search-R1 API (POST /retrieve, GET /health).",
     )
     parser.add_argument("--dataset", default="fictional", help="fictional, wiki-vital, or a path to a dataset (default: fictional)")
+    parser.add_argument("--corpus", default=None, help="corpus JSONL (id, contents) for a question-file dataset")
     parser.add_argument("--dataset-seed", type=int, default=0, help="seed of generated datasets (default: 0)")
     parser.add_argument("--dataset-size", type=int, default=None, help="size of generated datasets (default: the loader's)")
     parser.add_argument("--backend", default="bm25s", help="retriever backend: bm25s or rank_bm25 (default: bm25s)")
@@ -400,12 +416,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
-    from .retrieval_backends import build_corpus_retriever
-
     try:
-        retriever, n_docs = build_corpus_retriever(
-            args.dataset, args.backend, seed=args.dataset_seed, size=args.dataset_size, index_dir=args.index
-        )
+        retriever, n_docs = _load_retriever(args)
     except (OSError, ValueError) as exc:
         print(f"mem1 serve-retriever: {exc}", file=sys.stderr)
         return 2
