@@ -198,6 +198,9 @@ class _Batcher:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "_HTTPServer"
+    # Headers and body go out in two writes; with Nagle's algorithm the second
+    # waits for the client's delayed ACK (~40 ms per keep-alive request).
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"  # keep-alive: env workers reuse their connection
     timeout = 60  # idle keep-alive connections are closed after this many seconds
 
@@ -359,7 +362,7 @@ class RetrievalServer:
     def start(self) -> "RetrievalServer":
         """Serve in a background thread; returns self."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self.httpd.serve_forever, name="retrieval-server", daemon=True)
+            self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="retrieval-server", daemon=True)
             self._thread.start()
         return self
 

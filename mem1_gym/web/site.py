@@ -88,6 +88,9 @@ def page_path(passage_id: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
+    # Headers and body go out in two writes; with Nagle's algorithm the second
+    # waits for the client's delayed ACK (~40 ms per keep-alive request).
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     timeout = 60
 
@@ -171,7 +174,7 @@ class LocalWebServer:
         self._search_lock = threading.Lock()
         self.httpd = _Server((host, port), _Handler)
         self.httpd.site = self
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="local-web", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-web", daemon=True)
         self._thread.start()
 
     @property
