@@ -48,6 +48,9 @@ def run_oracle(env: gym.Env, seed: int) -> tuple[float, dict]:
 CORPUS = [
     Passage("p0", "Zorakex", "Zorakex is a city in the province of Valmir.\nIt was settled in 1412."),
     Passage("p/1 ü", "Brilotath & Sons", "Brilotath <b>was</b> born in Zorakex in 1801."),
+    Passage("p2", "Halmirk", "Halmirk is a city in the province of Ostrava."),
+    Passage("p3", "Kepunorn Guild", "The Kepunorn Guild was founded in 1830."),
+    Passage("p4", "Fenlisk Codex", "The Fenlisk Codex is an epic poem."),
 ]
 
 
@@ -91,7 +94,7 @@ def test_html_to_text_and_truncation():
     assert page.title == "T" and page.text == "one two\nthree"
     assert truncate_text("a b c", 10) == "a b c"
     cut = truncate_text("word " * 100, 42)
-    assert cut.startswith("word word") and "[page cut to" in cut and "of 499 characters]" in cut
+    assert cut.startswith("word word") and "[page cut to" in cut and "of 500 characters]" in cut
 
 
 class _Fakes(BaseHTTPRequestHandler):
@@ -149,7 +152,7 @@ def fakes():
     env = WebSearchQAEnv(**SMALL)  # owns the local web the fake APIs point at
     handler = type("Handler", (_Fakes,), {"site": env.site})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -284,7 +287,8 @@ def test_reward_is_f1_and_em_is_reported(env):
     first = task.items[0].answers[0]
     _, reward, terminated, _, info = env.step(f"<IS> guess </IS><answer> {first} extra; wrong </answer>")
     assert terminated
-    assert info["metrics"]["em"] == 0.0 and 0 < reward == pytest.approx(info["metrics"]["f1"]) < 1
+    assert info["metrics"]["em"] == 0.0
+    assert reward == pytest.approx(info["metrics"]["f1"]) and 0 < reward < 1
 
 
 def test_deterministic_under_reset_seed():
