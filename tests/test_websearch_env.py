@@ -325,14 +325,18 @@ def test_envs_share_one_local_web_per_process_and_close_stops_it():
 
 
 def _oracle_episode_vector(vec, n_envs):
-    vec.reset(seed=[0, 1][:n_envs])
+    """Each env's return over its first episode (later steps autoreset and are not counted)."""
+    vec.reset(seed=list(range(n_envs)))
     totals = [0.0] * n_envs
+    finished = [False] * n_envs
     for _ in range(12):
         actions = vec.call("oracle_action")
         _, rewards, terminated, truncated, _ = vec.step(tuple(actions))
         for i in range(n_envs):
-            totals[i] += float(rewards[i])
-        if all(terminated | truncated):
+            if not finished[i]:
+                totals[i] += float(rewards[i])
+                finished[i] = bool(terminated[i] or truncated[i])
+        if all(finished):
             break
     return totals
 
