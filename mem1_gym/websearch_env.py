@@ -210,8 +210,15 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
     # -- oracle -----------------------------------------------------------------
 
     def _target(self, item: QAItem, hop: int, results: Sequence[SearchResult]) -> str | None:
-        """The result an expert opens for a hop: on the last hop the first whose title or snippet
-        holds the answer, otherwise the top result."""
+        """The page an expert opens for a hop.
+
+        On the local web, a dataset that records each hop's gold passage (the fictional
+        world does) names the page. Otherwise: on the last hop the first result whose
+        title or snippet holds the answer, on earlier hops the top result.
+        """
+        gold = getattr(self.dataset, "gold_passages", {}).get(item.id, ())
+        if self.site is not None and hop < len(gold) and gold[hop] in self.site.pages:
+            return self.site.url_of(gold[hop])
         if not results:
             return None
         if hop == len(self._gold_queries(item)) - 1:
