@@ -61,6 +61,13 @@ def run_clients(clients: int, requests: int, call: Callable[[str], object], quer
     return wall, [x for row in latencies for x in row], sum(errors)
 
 
+def repeated(repeats: int, run: Callable[[], tuple[float, list[float], int]]) -> tuple[float, list[float], int]:
+    """The median run (by wall time) of ``repeats``; errors summed over all runs."""
+    runs = sorted((run() for _ in range(repeats)), key=lambda r: r[0])
+    wall, latencies, _ = runs[len(runs) // 2]
+    return wall, latencies, sum(r[2] for r in runs)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by nearest rank."""
     ordered = sorted(values)
@@ -73,6 +80,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per client")
     parser.add_argument("--topk", type=int, default=3)
     parser.add_argument("--dataset-size", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per setup; the table shows the median run by req/s")
     args = parser.parse_args()
 
     dataset = load_dataset("fictional", seed=0, size=args.dataset_size)
@@ -87,7 +95,7 @@ def main() -> None:
         with lock:
             return retriever.search([q], k)
 
-    rows.append(("in-process (reference)", *run_clients(args.clients, args.requests, in_process, queries)))
+    rows.append(("in-process (reference)", *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, in_process, queries))))
 
     for label, limits in (
         ("server", ServerLimits()),
@@ -95,9 +103,11 @@ def main() -> None:
     ):
         with RetrievalServer(retriever, limits=limits) as server:
             client = HttpRetriever(server.url)
-            rows.append((label, *run_clients(args.clients, args.requests, lambda q: client.search([q], k), queries)))
+            rows.append(
+                (label, *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, lambda q: client.search([q], k), queries)))
+            )
             batches = server.health()["batches"]
-            print(f"{label}: {batches} retriever calls for {args.clients * args.requests} requests")
+            print(f"{label}: {batches} retriever calls for {args.repeats * args.clients * args.requests} requests")
 
     with RetrievalServer(retriever) as server:
         url = server.url + "/retrieve"
@@ -108,11 +118,17 @@ def main() -> None:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 return json.loads(resp.read())
 
-        rows.append(("server, new connection per request", *run_clients(args.clients, args.requests, fresh_connection, queries)))
+        rows.append(
+            (
+                "server, new connection per request",
+                *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, fresh_connection, queries)),
+            )
+        )
 
     reference_rate = args.clients * args.requests / rows[0][1]
     print(
-        f"\n{len(dataset.corpus)} passages, {args.clients} clients x {args.requests} requests, topk={k}\n"
+        f"\n{len(dataset.corpus)} passages, {args.clients} clients x {args.requests} requests, topk={k}, "
+        f"median of {args.repeats} runs (errors: all runs)\n"
         f"{'setup':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs ref':>7}"
     )
     for label, wall, lat, errors in rows:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from typing import Any, Sequence
@@ -79,14 +80,18 @@ class HttpRetriever:
     """
 
     def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.2, batch_size: int = 64):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"retrieval server URL must look like http://host:port, got {url!r}")
         if batch_size < 1 or retries < 0 or timeout <= 0:
             raise ValueError("batch_size must be >= 1, retries >= 0 and timeout > 0")
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = port or (443 if parts.scheme == "https" else 80)
         path = parts.path.rstrip("/")
         self.path = path if path else "/retrieve"
         self.url = f"{self.scheme}://{parts.netloc}{self.path}"
@@ -108,17 +113,20 @@ class HttpRetriever:
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        # After fork() the child's thread-local still holds the parent's socket;
+        # two processes talking over one connection would mix their answers.
+        if conn is None or self._local.pid != os.getpid():
             cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
             conn = cls(self.host, self.port, timeout=self.timeout)
             self._local.conn = conn
+            self._local.pid = os.getpid()
         return conn
 
     def _drop_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        if conn is not None and self._local.pid == os.getpid():
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""

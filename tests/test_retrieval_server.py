@@ -194,6 +194,21 @@ def test_client_pickles_without_its_connections(server):
     assert clone.search(["Halmirk"], 1)[0][0].id == client.search(["Halmirk"], 1)[0][0].id
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connection(server):
+    client = HttpRetriever(server.url)
+    parent_conn = (client.search(["Halmirk"], 1), client._local.conn)[1]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's socket
+        ok = client.search(["Brilotath born"], 1)[0][0].id == "p1" and client._local.conn is not parent_conn
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert client.search(["Halmirk"], 1)[0][0].id == "p4" and client._local.conn is parent_conn
+
+
 def test_bounded_load_from_concurrent_clients_sees_no_error(retriever):
     clients, requests = 6, 150
     expected = {q: [h.id for h in row] for q, row in zip(QUERIES, retriever.search(QUERIES, 3))}
@@ -252,3 +267,9 @@ def test_serve_retriever_rejects_an_unknown_dataset(tmp_path):
     from mem1_gym.retrieval_server import cli
 
     assert cli(["--dataset", str(tmp_path / "missing.jsonl"), "--port", "0"]) == 2
+
+
+@pytest.mark.parametrize("url", ["ftp://host/", "http://[::1", "http://host:port/", "no scheme"])
+def test_client_rejects_bad_urls_clearly(url):
+    with pytest.raises(ValueError, match="must look like http://host:port"):
+        HttpRetriever(url)

@@ -75,6 +75,9 @@ def test_local_web_serves_pages_and_search(site):
         fetch_page(site.base_url + "/wiki/nope", allowed_hosts={site.netloc})
     with pytest.raises(WebError, match="HTTP 400"):
         LocalWebSearch(site.base_url).search("x", 10_000)
+    with socket.create_connection(("127.0.0.1", int(site.netloc.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
 
 
 def test_fetch_refuses_disallowed_addresses_without_contacting_them(site):
@@ -221,7 +224,7 @@ def test_registered_and_passes_check_env(env):
     check_env(env.unwrapped, skip_render_check=True)
 
 
-@pytest.mark.parametrize("n, memory", [(1, "mem1"), (3, "mem1"), (2, "full"), (2, "window:1")])
+@pytest.mark.parametrize("n, memory", [(1, "mem1"), (3, "mem1"), (2, "full"), (2, "window:1"), (2, "truncate:150")])
 def test_oracle_gets_full_f1(n, memory):
     env = gym.make(ENV_ID, n_objectives=n, memory=memory, **SMALL)
     try:

@@ -50,14 +50,14 @@ class Response:
 
 def host_allowed(url: str, allowed_hosts: Collection[str] | None) -> bool:
     """Whether ``url`` is http(s) and its ``host[:port]`` is allowed (``None`` allows any host)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    if allowed_hosts is None:
-        return True
     try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        if allowed_hosts is None:
+            return True
         netloc = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
-    except ValueError:  # a port that is not a number
+    except ValueError:  # an unbalanced IPv6 bracket, a port that is not a number
         return False
     return netloc in allowed_hosts or parts.hostname in allowed_hosts
 
@@ -101,7 +101,7 @@ def http_get(
             status, or a content type outside ``content_types``.
     """
     if not host_allowed(url, allowed_hosts):
-        if urlsplit(url).scheme not in ("http", "https"):
+        if not url.lower().startswith(("http://", "https://")):
             raise WebError(f"cannot open {url!r}: only http:// and https:// URLs can be opened")
         raise WebError(f"cannot open {url!r}: that address is not reachable from this environment")
     request = urllib.request.Request(url, data=data, method=method, headers={"User-Agent": "mem1-gym/0.1", **(headers or {})})

@@ -58,8 +58,12 @@ def _results(payload: Any, list_key: str, url_key: str, snippet_key: str, source
 
 
 def _base(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError(f"a search API base URL must look like http://host:port, got {url!r}")
     return url.rstrip("/")
 

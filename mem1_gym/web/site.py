@@ -114,7 +114,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         site = self.server.site
-        parts = urlsplit(self.path)
+        try:
+            parts = urlsplit(self.path)
+        except ValueError:  # e.g. "//[" parses as a broken IPv6 host
+            self._send(HTTPStatus.BAD_REQUEST, "<html><body><h1>Bad request</h1></body></html>", "text/html")
+            return
         path = parts.path
         if path == "/":
             self._send(HTTPStatus.OK, _HOME.format(n=len(site.pages)), "text/html")
