@@ -22,32 +22,25 @@ from __future__ import annotations
 
 from typing import Any, Collection, Sequence
 
-from .context import TokenCounter
-from .data import QADataset, QAItem
-from .memory import MemoryPolicy
-from .protocol import ANSWER, OPEN, SEARCH, TagSet, Turn, format_turn
+from .data import QAItem
+from .protocol import ANSWER, OPEN, SEARCH, Turn, format_turn
+from .qa_env import PROMPT_TEMPLATE as QA_PROMPT_TEMPLATE
 from .qa_env import MultiObjectiveQAEnv
-from .data.compose import format_questions
-from .retrieval import Retriever
 from .scoring import normalize_answer
 from .turn_env import Outcome
 from .web.fetch import WebError, fetch_page, truncate_text
 from .web.search import SearchResult, WebSearch, make_web_search
 from .web.site import LocalWebServer, acquire_local_web, release_local_web
 
-PROMPT_TEMPLATE = """\
-Answer the following {n} question(s) by searching the web and reading pages.
-Every turn, first write your internal state inside <{state}> </{state}>: everything you have found so far that you \
-still need, and your plan. Older turns are removed from your context, so the internal state is your only memory.
-Then write exactly one action:
-<{search}> keywords </{search}> searches the web; each result (title, URL, snippet) comes back inside <{info}> </{info}>.
-<{open}> URL </{open}> opens a page from the results and shows its text inside <{info}> </{info}>.
-<{answer}> answer 1; answer 2; ... </{answer}> answers all questions at once, in order, separated by ';'. \
-This ends the task.
-You have at most {max_turns} turns.
-Questions:
-{questions}
-"""
+# The QA task prompt with the web tools in place of the knowledge-base search line.
+_KB_SEARCH = "<{search}> keywords </{search}> searches the knowledge base; the results come back inside <{info}> </{info}>.\n"
+_WEB_TOOLS = (
+    "<{search}> keywords </{search}> searches the web; each result (title, URL, snippet) comes back inside <{info}> </{info}>.\n"
+    "<{open}> URL </{open}> opens a page from the results and shows its text inside <{info}> </{info}>.\n"
+)
+PROMPT_TEMPLATE = QA_PROMPT_TEMPLATE.replace("by searching a knowledge base.", "by searching the web and reading pages.").replace(
+    _KB_SEARCH, _WEB_TOOLS
+)
 
 
 def format_results(results: Sequence[SearchResult]) -> str:
@@ -63,63 +56,36 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
     Args:
         search: ``"local"`` (default), ``"searxng:http://host:port"``, ``"serper"``/``"serper:ENV_VAR"``,
             or a :class:`~mem1_gym.web.search.WebSearch` instance.
-        retriever: the index behind the local web's search (``bm25s`` by default).
-        topk: results per search.
         page_chars: an opened page's text is cut to this many characters.
         fetch_timeout: seconds per HTTP request (search and open).
         max_page_bytes: larger page bodies are cut before parsing.
         open_hosts: ``host:port`` values pages may be opened from; by default the local web's
             address with the local backend, any http(s) host with an online one.
         max_turns: by default ``5 * n_objectives + 2`` (a search and an open per hop, two hops each, and slack).
-        The remaining arguments are :class:`~mem1_gym.qa_env.MultiObjectiveQAEnv`'s.
+        qa_kwargs: :class:`~mem1_gym.qa_env.MultiObjectiveQAEnv`'s arguments (``memory``, ``dataset``,
+            ``split``, ``retriever``, ``topk``, ``tags``, ``format_penalty``, ``dataset_seed``, ...).
     """
 
     roles = (SEARCH, OPEN, ANSWER)
+    prompt_template = PROMPT_TEMPLATE
 
     def __init__(
         self,
         n_objectives: int = 1,
-        memory: str | MemoryPolicy = "mem1",
-        dataset: str | QADataset = "fictional",
-        split: str = "train",
         search: str | WebSearch = "local",
-        retriever: str | Retriever = "bm25s",
-        topk: int = 3,
-        max_turns: int | None = None,
-        tags: str | TagSet = "paper",
-        format_penalty: float = 0.0,
-        dataset_seed: int = 0,
-        dataset_size: int | None = None,
         page_chars: int = 1_500,
         fetch_timeout: float = 10.0,
         max_page_bytes: int = 1 << 20,
         open_hosts: Collection[str] | None = None,
-        max_query_chars: int = 1_000,
-        token_counter: TokenCounter | None = None,
-        seed: int | None = None,
-        render_mode: str | None = None,
+        max_turns: int | None = None,
+        **qa_kwargs: Any,
     ):
         if page_chars < 1 or fetch_timeout <= 0 or max_page_bytes < 1:
             raise ValueError("page_chars and max_page_bytes must be positive, fetch_timeout > 0")
         if max_turns is None and isinstance(n_objectives, int):
             max_turns = 5 * n_objectives + 2
-        super().__init__(
-            n_objectives=n_objectives,
-            memory=memory,
-            dataset=dataset,
-            split=split,
-            retriever=retriever,
-            topk=topk,
-            max_turns=max_turns,
-            tags=tags,
-            format_penalty=format_penalty,
-            dataset_seed=dataset_seed,
-            dataset_size=dataset_size,
-            max_query_chars=max_query_chars,
-            token_counter=token_counter,
-            seed=seed,
-            render_mode=render_mode,
-        )
+        super().__init__(n_objectives=n_objectives, max_turns=max_turns, **qa_kwargs)
+        retriever = qa_kwargs.get("retriever", "bm25s")
         self.page_chars = int(page_chars)
         self.fetch_timeout = float(fetch_timeout)
         self.max_page_bytes = int(max_page_bytes)
@@ -140,21 +106,10 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
     # -- TurnEnv hooks ----------------------------------------------------------
 
     def _new_task(self) -> str:
-        super()._new_task()  # draws the task and clears the answer state
+        prompt = super()._new_task()  # draws the task, clears the answer state, formats prompt_template
         self._results = {}
         self._opened = []
-        t = self.tags
-        assert self.task is not None
-        return PROMPT_TEMPLATE.format(
-            n=self.n_objectives,
-            state=t.state,
-            info=t.info,
-            search=t.tag(SEARCH),
-            open=t.tag(OPEN),
-            answer=t.tag(ANSWER),
-            max_turns=self.max_turns,
-            questions=format_questions(self.task),
-        )
+        return prompt
 
     def _execute(self, turn: Turn) -> Outcome:
         assert turn.argument is not None

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import mem1_gym  # noqa: F401  (registers the environments)
 from mem1_gym.data.schema import Passage
 from mem1_gym.retrieval import make_retriever
-from mem1_gym.web.fetch import WebError, fetch_page, html_to_text, http_get, truncate_text
+from mem1_gym.web.fetch import WebError, fetch_page, html_to_text, http_get, http_json, truncate_text
 from mem1_gym.web.search import LocalWebSearch, SearxNGSearch, SerperSearch, make_web_search
 from mem1_gym.web.site import LocalWebServer, shared_local_webs
 from mem1_gym.websearch_env import WebSearchQAEnv
@@ -175,10 +175,9 @@ def test_fetch_limits_content_types_timeouts_and_redirects(fakes):
     with pytest.raises(WebError, match="redirects to http://203.0.113.7/elsewhere"):
         fetch_page(fakes + "/redirect-out", allowed_hosts={netloc})
     with pytest.raises(WebError, match="did not answer JSON"):
-        SearxNGSearch(fakes.replace("/search", "")).search  # noqa: B018 - construction is fine
-        from mem1_gym.web.fetch import http_json
-
         http_json(fakes + "/garbage-json", allowed_hosts={netloc})
+    with pytest.raises(WebError, match="HTTP 404"):
+        SearxNGSearch(fakes + "/no-searxng-here").search("x", 3)
 
 
 @pytest.mark.parametrize("backend", ["searxng", "serper"])
@@ -240,7 +239,8 @@ def test_oracle_gets_full_f1(n, memory):
 
 def test_tools_show_results_pages_and_failures(env):
     obs, _ = env.reset(seed=3)
-    assert "<open> URL </open>" in obs and "Questions:" in obs
+    assert "<open> URL </open> opens a page" in obs and "searches the web; each result" in obs and "Questions:" in obs
+    assert "knowledge base" not in obs  # the QA prompt's search line was replaced
     _, _, _, _, info = env.step("<IS> start </IS><query> born </query>")
     result = info["tool_result"]["result"]
     assert result.startswith("1. ") and "URL: http://127.0.0.1:" in result
