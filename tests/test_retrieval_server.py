@@ -238,10 +238,11 @@ def test_bounded_load_from_concurrent_clients_sees_no_error(retriever):
     assert health["batches"] <= clients * requests
 
 
-def test_serve_retriever_command_serves_until_stopped():
+def test_serve_retriever_command_serves_until_stopped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = ["serve-retriever", "--dataset", "fictional", "--dataset-size", "300", "--index", str(tmp_path / "idx"), "--port", "0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mem1_agent.cli", "serve-retriever", "--dataset", "fictional", "--port", "0"],
+        [sys.executable, "-m", "mem1_agent.cli", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -256,6 +257,7 @@ def test_serve_retriever_command_serves_until_stopped():
         assert client.health()["status"] == "ok"
         hits = client.search(["born", "founded"], 2)
         assert len(hits) == 2 and all(len(row) == 2 for row in hits)
+        assert (tmp_path / "idx" / "mem1_index.json").exists()  # the index was saved where --index said
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -273,3 +275,27 @@ def test_serve_retriever_rejects_an_unknown_dataset(tmp_path):
 def test_client_rejects_bad_urls_clearly(url):
     with pytest.raises(ValueError, match="must look like http://host:port"):
         HttpRetriever(url)
+
+
+@pytest.mark.parametrize("env_id", ["mem1_gym/MultiObjectiveQA-v0", "mem1_gym/WebSearchQA-v0"])
+def test_envs_retrieve_through_a_shared_server(env_id):
+    import gymnasium as gym
+
+    from mem1_gym.data import load_dataset
+
+    data = load_dataset("fictional", size=300)
+    local = make_retriever("bm25s", data.corpus, data.fingerprint)
+    with RetrievalServer(local) as srv:
+        envs = [gym.make(env_id, n_objectives=2, dataset_size=300, retriever=srv.url) for _ in range(2)]
+        try:
+            for seed, env in enumerate(envs):
+                env.reset(seed=seed)
+                done = False
+                while not done:
+                    _, _, terminated, truncated, info = env.step(env.unwrapped.oracle_action())
+                    done = terminated or truncated
+                assert info["metrics"]["em"] == 2.0
+        finally:
+            for env in envs:
+                env.close()
+        assert srv.health()["queries"] >= 4  # both envs' searches went through the server
