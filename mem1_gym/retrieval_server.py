@@ -11,10 +11,14 @@ Without ``return_scores`` each hit is the bare document, as in Search-R1. The
 same API is served by Search-R1/FlashRAG dense retrieval servers, so those plug
 into the ``http`` backend (:mod:`mem1_gym.retrieval_http`) unchanged.
 
-Concurrency: request threads never touch the retriever. They hand their queries
-to one batcher thread, which drains everything queued so far and answers it with
-one ``search`` call per distinct ``topk``. Concurrent env workers thus get
-batched retrieval for free, and backends need not be thread-safe.
+Concurrency: request threads never touch the retriever. They queue their queries
+for one retriever thread, so backends need not be thread-safe and env workers
+share one index. With ``max_batch_queries > 1`` that thread also merges the
+requests waiting in the queue into one ``search`` call per distinct ``topk``
+(cross-request batching): worth it for backends that batch (dense encoders),
+not for bm25s, which scores query by query; there it only makes every request
+wait for its whole batch (``benchmarks/retrieval_server.py`` measures both). So
+it is off by default (``--batch-queries N`` turns it on).
 
 Bad requests (malformed JSON, missing or mistyped fields, ``topk`` or batch over
 the limits, oversized bodies) are answered with a 4xx status and
@@ -45,14 +49,15 @@ class ServerLimits:
         max_queries: most queries in one request.
         max_query_chars: longest single query.
         max_body_bytes: largest request body.
-        max_batch_queries: most queries the batcher sends to the retriever at once.
+        max_batch_queries: most queries merged from waiting requests into one retriever call
+            (1: one request per call; a single request's queries always go together).
     """
 
     max_topk: int = 100
     max_queries: int = 1024
     max_query_chars: int = 4096
     max_body_bytes: int = 1 << 20
-    max_batch_queries: int = 512
+    max_batch_queries: int = 1
 
 
 class BadRequest(Exception):
@@ -416,6 +421,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
     parser.add_argument("--max-topk", type=int, default=ServerLimits.max_topk, help="largest topk a request may ask for")
+    parser.add_argument(
+        "--batch-queries",
+        type=int,
+        default=ServerLimits.max_batch_queries,
+        help="merge waiting requests into retriever calls of up to N queries (for batching backends; default 1: off)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -426,7 +437,7 @@ def cli(argv: list[str]) -> int:
         return 2
     try:
         server = RetrievalServer(
-            retriever, args.host, args.port, ServerLimits(max_topk=args.max_topk), name=args.backend, verbose=args.verbose
+            retriever, args.host, args.port, ServerLimits(max_topk=args.max_topk, max_batch_queries=max(1, args.batch_queries)), name=args.backend, verbose=args.verbose
         )
     except OSError as exc:
         print(f"mem1 serve-retriever: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)

@@ -209,23 +209,27 @@ def test_forked_child_opens_its_own_connection(server):
     assert client.search(["Halmirk"], 1)[0][0].id == "p4" and client._local.conn is parent_conn
 
 
-def test_bounded_load_from_concurrent_clients_sees_no_error(retriever):
+@pytest.mark.parametrize("batch", [1, 512])
+def test_bounded_load_from_concurrent_clients_sees_no_error(retriever, batch):
     clients, requests = 6, 150
-    expected = {q: [h.id for h in row] for q, row in zip(QUERIES, retriever.search(QUERIES, 3))}
+    expected = {
+        (q, k): [h.id for h in row] for k in (2, 3) for q, row in zip(QUERIES, retriever.search(QUERIES, k))
+    }
     failures: list[str] = []
-    with RetrievalServer(retriever) as srv:
+    with RetrievalServer(retriever, limits=ServerLimits(max_batch_queries=batch)) as srv:
         client = HttpRetriever(srv.url, retries=0)  # any failure must show, not be retried away
 
         def worker(c: int) -> None:
+            k = 2 + c % 2  # mixed topk: a merged batch must still answer each request with its own k
             for r in range(requests):
                 q = QUERIES[(c + r) % len(QUERIES)]
                 try:
-                    got = [h.id for h in client.search([q], 3)[0]]
+                    got = [h.id for h in client.search([q], k)[0]]
                 except Exception as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     continue
-                if got != expected[q]:
-                    failures.append(f"{q!r}: {got} != {expected[q]}")
+                if got != expected[q, k]:
+                    failures.append(f"{q!r} k={k}: {got} != {expected[q, k]}")
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
         for t in threads:
@@ -235,7 +239,8 @@ def test_bounded_load_from_concurrent_clients_sees_no_error(retriever):
         health = srv.health()
     assert failures == []
     assert health["queries"] == clients * requests
-    assert health["batches"] <= clients * requests
+    if batch == 1:
+        assert health["batches"] == clients * requests
 
 
 def test_serve_retriever_command_serves_until_stopped(tmp_path):
