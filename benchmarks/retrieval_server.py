@@ -61,10 +61,10 @@ def run_clients(clients: int, requests: int, call: Callable[[str], object], quer
     return wall, [x for row in latencies for x in row], sum(errors)
 
 
-def repeated(repeats: int, run: Callable[[], tuple[float, list[float], int]]) -> tuple[float, list[float], int]:
-    """The median run (by wall time) of ``repeats``; errors summed over all runs."""
-    runs = sorted((run() for _ in range(repeats)), key=lambda r: r[0])
-    wall, latencies, _ = runs[len(runs) // 2]
+def median_run(runs: list[tuple[float, list[float], int]]) -> tuple[float, list[float], int]:
+    """The median run by wall time; errors summed over all runs."""
+    ordered = sorted(runs, key=lambda r: r[0])
+    wall, latencies, _ = ordered[len(ordered) // 2]
     return wall, latencies, sum(r[2] for r in runs)
 
 
@@ -87,43 +87,41 @@ def main() -> None:
     retriever: Retriever = make_retriever("bm25s", dataset.corpus, dataset.fingerprint)
     queries = [q for item in dataset.split("train") for q in item.gold_queries] or [p.title for p in dataset.corpus]
     k = args.topk
-    rows: list[tuple[str, float, list[float], int]] = []
-
     lock = threading.Lock()
 
     def in_process(q: str) -> object:
         with lock:
             return retriever.search([q], k)
 
-    rows.append(("in-process (reference)", *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, in_process, queries))))
+    plain = RetrievalServer(retriever).start()
+    batching = RetrievalServer(retriever, limits=ServerLimits(max_batch_queries=512)).start()
+    plain_client, batching_client = HttpRetriever(plain.url), HttpRetriever(batching.url)
 
-    for label, limits in (
-        ("server", ServerLimits()),
-        ("server, cross-request batching", ServerLimits(max_batch_queries=512)),
-    ):
-        with RetrievalServer(retriever, limits=limits) as server:
-            client = HttpRetriever(server.url)
-            rows.append(
-                (label, *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, lambda q: client.search([q], k), queries)))
-            )
-            batches = server.health()["batches"]
-            print(f"{label}: {batches} retriever calls for {args.repeats * args.clients * args.requests} requests")
+    def fresh_connection(q: str) -> object:
+        body = json.dumps({"queries": [q], "topk": k, "return_scores": True}).encode()
+        request = urllib.request.Request(plain.url + "/retrieve", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return json.loads(resp.read())
 
-    with RetrievalServer(retriever) as server:
-        url = server.url + "/retrieve"
-
-        def fresh_connection(q: str) -> object:
-            body = json.dumps({"queries": [q], "topk": k, "return_scores": True}).encode()
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return json.loads(resp.read())
-
-        rows.append(
-            (
-                "server, new connection per request",
-                *repeated(args.repeats, lambda: run_clients(args.clients, args.requests, fresh_connection, queries)),
-            )
-        )
+    setups: dict[str, Callable[[str], object]] = {
+        "in-process (reference)": in_process,
+        "server": lambda q: plain_client.search([q], k),
+        "server, cross-request batching": lambda q: batching_client.search([q], k),
+        "server, new connection per request": fresh_connection,
+    }
+    # Setups take turns within each repeat, so a load spike from other work on
+    # the machine hits them alike instead of one whole setup.
+    runs: dict[str, list[tuple[float, list[float], int]]] = {label: [] for label in setups}
+    try:
+        for _ in range(args.repeats):
+            for label, call in setups.items():
+                runs[label].append(run_clients(args.clients, args.requests, call, queries))
+        calls = batching.health()["batches"]
+    finally:
+        plain.close()
+        batching.close()
+    print(f"cross-request batching: {calls} retriever calls for {args.repeats * args.clients * args.requests} requests")
+    rows = [(label, *median_run(r)) for label, r in runs.items()]
 
     reference_rate = args.clients * args.requests / rows[0][1]
     print(

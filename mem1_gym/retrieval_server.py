@@ -15,10 +15,10 @@ Concurrency: request threads never touch the retriever. They queue their queries
 for one retriever thread, so backends need not be thread-safe and env workers
 share one index. With ``max_batch_queries > 1`` that thread also merges the
 requests waiting in the queue into one ``search`` call per distinct ``topk``
-(cross-request batching): worth it for backends that batch (dense encoders),
-not for bm25s, which scores query by query; there it only makes every request
-wait for its whole batch (``benchmarks/retrieval_server.py`` measures both). So
-it is off by default (``--batch-queries N`` turns it on).
+(cross-request batching). That pays for backends that batch (dense encoders);
+bm25s scores query by query, and ``benchmarks/retrieval_server.py`` showed no
+consistent difference for it, so batching is off by default (``--batch-queries N``
+turns it on) and every request is answered on its own.
 
 Bad requests (malformed JSON, missing or mistyped fields, ``topk`` or batch over
 the limits, oversized bodies) are answered with a 4xx status and
