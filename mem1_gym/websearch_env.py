@@ -138,6 +138,9 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
             results = self.web_search.search(query, self.topk)
         except WebError as err:
             return Outcome(info=f"Search failed: {err}", extra={"search_error": str(err)})
+        except Exception as err:  # a pluggable backend may fail in its own way; the agent hears about it
+            message = f"{type(err).__name__}: {err}"
+            return Outcome(info=f"Search failed: {message}", extra={"search_error": message})
         key = normalize_answer(query)
         self._searched.add(key)
         self._results[key] = results
