@@ -10,7 +10,9 @@ import importlib
 import sys
 
 #: sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve-retriever": ("mem1_gym.retrieval_server", "serve a retrieval index over HTTP (Search-R1 API)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

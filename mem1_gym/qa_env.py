@@ -63,6 +63,8 @@ class MultiObjectiveQAEnv(TurnEnv):
     """
 
     roles = (SEARCH, ANSWER)
+    #: The task prompt, formatted with the tag name of every role; subclasses with more tools replace it.
+    prompt_template: str = PROMPT_TEMPLATE
 
     def __init__(
         self,
@@ -120,14 +122,13 @@ class MultiObjectiveQAEnv(TurnEnv):
         self._em = self._f1 = 0.0
         self._answered = False
         t = self.tags
-        return PROMPT_TEMPLATE.format(
+        return self.prompt_template.format(
             n=self.n_objectives,
             state=t.state,
             info=t.info,
-            search=t.tag(SEARCH),
-            answer=t.tag(ANSWER),
             max_turns=self.max_turns,
             questions=format_questions(self.task),
+            **{role: t.tag(role) for role in self.roles},  # {search}, {answer}, and e.g. {open} in subclasses
         )
 
     def _execute(self, turn: Turn) -> Outcome:

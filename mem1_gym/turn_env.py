@@ -138,7 +138,9 @@ class TurnEnv(gym.Env[str, str]):
         self.invalid_turns = 0
         self.episode_over = False
         prompt = self.transcript.add("prompt", -1, self._new_task())
-        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result=None)
+        # tool_result is always a dict (empty when no tool ran): gymnasium's vector
+        # envs merge infos key by key and fail when a key is None in one env and a dict in another.
+        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result={})
         if self.render_mode == "human":
             self.render()
         return self.transcript.visible_text(), info
@@ -146,7 +148,7 @@ class TurnEnv(gym.Env[str, str]):
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Take one agent turn. Never raises on bad agent input."""
         if self.episode_over:
-            info = self._step_info([], valid=False, error="the episode has ended; call reset() to start a new one", tool_result=None)
+            info = self._step_info([], valid=False, error="the episode has ended; call reset() to start a new one", tool_result={})
             return self.transcript.visible_text(), 0.0, True, False, info
 
         text = action if isinstance(action, str) else ""
@@ -219,7 +221,7 @@ class TurnEnv(gym.Env[str, str]):
             **self._task_metrics(),
         }
 
-    def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict | None) -> dict[str, Any]:
+    def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict) -> dict[str, Any]:
         info: dict[str, Any] = {
             "turn": self.turn,
             "valid": valid,
