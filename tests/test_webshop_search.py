@@ -87,8 +87,9 @@ def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_uncached_and_empty_catalogs(tmp_path: Path) -> None:
-    engine = SearchEngine(Catalog.synthetic(30, seed=5), cache_dir=tmp_path, use_cache=False)
-    assert engine.built and not any(tmp_path.iterdir()) and engine.search("shampoo") != []
+    small = Catalog.synthetic(30, seed=5)
+    engine = SearchEngine(small, cache_dir=tmp_path, use_cache=False)
+    assert engine.built and not any(tmp_path.iterdir()) and engine.search(small.at(0).title)[0] == small.asins[0]
     assert SearchEngine(Catalog.synthetic(0), cache_dir=tmp_path).search("anything") == []
 
 
