@@ -12,6 +12,8 @@ be raises one :class:`CatalogError` naming the file and, for a bad record, its i
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 from collections import OrderedDict
@@ -196,6 +198,23 @@ def _reviews_file(path: str | Path) -> tuple[dict[str, tuple[list[Any], Any]], b
     return out, raw
 
 
+@contextlib.contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building millions of acyclic objects.
+
+    Parsing and deriving records allocates only acyclic containers, yet each allocation burst
+    triggers a full collection over the ever-growing heap; pausing it makes loading several
+    times faster on large files.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class _SyntheticAsins(Sequence[str]):
     """The asins of a synthetic catalog, computed on access (no million-string list)."""
 
@@ -281,6 +300,13 @@ class Catalog:
 
         Raises :class:`CatalogError` naming the file (and record) for anything malformed.
         """
+        with _no_gc_pauses():
+            return cls._load(products_path, attributes_path, human_instructions_path, limit, reviews_path)
+
+    @classmethod
+    def _load(cls, products_path: str | Path, attributes_path: str | Path | None,
+              human_instructions_path: str | Path | None, limit: int | None,
+              reviews_path: str | Path | None) -> Catalog:
         records, raw = _read_json(products_path)
         if not isinstance(records, list):
             raise CatalogError(products_path, f"expected a JSON list of product records, got {type(records).__name__}")
