@@ -85,6 +85,7 @@ def test_load_limit_and_fingerprint(files: dict[str, Path]) -> None:
     ("[{\"asin\": \"B1\", \"name\": \"x\", \"customization_options\": {\"c\": [{\"image\": 1}]}}]",
      "(record 0): option 'c' has an entry without a string 'value'"),
     ("[{\"asin\": \"B1\", \"name\": \"x\", \"pricing\": {\"a\": 1}}]", "(record 0): field 'pricing' must be a string"),
+    ("[{\"asin\": \"B1\", \"name\": \"x\", \"images\": \"u\"}]", "(record 0): field 'images' must be a list"),
 ])
 def test_corrupt_products_file_raises_one_clear_error(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "bad.json"
@@ -96,8 +97,10 @@ def test_corrupt_products_file_raises_one_clear_error(tmp_path: Path, content: s
 
 def test_corrupt_side_files_and_missing_file(tmp_path: Path, files: dict[str, Path]) -> None:
     bad_attrs = write(tmp_path / "a.json", {"B00000000A": ["not", "an", "object"]})
-    with pytest.raises(CatalogError, match=r"a\.json \(record B00000000A\)"):
+    with pytest.raises(CatalogError, match=r"a\.json \(record B00000000A\): an attributes entry must be an object"):
         Catalog.load(files["products"], bad_attrs)
+    with pytest.raises(CatalogError, match=r"a2\.json \(record B00000000A\): 'attributes' must be a list"):
+        Catalog.load(files["products"], write(tmp_path / "a2.json", {"B00000000A": {"attributes": "long lasting"}}))
     bad_human = write(tmp_path / "h.json", {"B00000000A": [{"instruction_attributes": []}]})
     with pytest.raises(CatalogError, match=r"h\.json \(record B00000000A\).*'instruction'"):
         Catalog.load(files["products"], human_instructions_path=bad_human)
