@@ -49,8 +49,10 @@ def test_results_share_a_query_term_and_respect_top_k(catalog: Catalog, engine: 
                                    "🛒 emoji ✨", "\u200b\u202e\x00 control", "ｆｕｌｌｗｉｄｔｈ ｓｈａｍｐｏｏ",
                                    "shampoo " * 20000, 12345, None])
 def test_odd_queries_never_raise(engine: SearchEngine, query: object) -> None:
+    vocab = (len(engine._tokenizer.word_to_id), len(engine._tokenizer.word_to_stem))
     hits = engine.search(query)  # type: ignore[arg-type]
     assert isinstance(hits, list) and all(isinstance(a, str) for a in hits)
+    assert (len(engine._tokenizer.word_to_id), len(engine._tokenizer.word_to_stem)) == vocab  # read-only
 
 
 def test_fullwidth_query_is_normalised(engine: SearchEngine) -> None:
