@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webshop_env.catalog import Catalog
 from webshop_env.goals import make_goals
@@ -185,3 +187,15 @@ def test_wrong_option_or_product_scores_below_one() -> None:
     assert score_purchase(g, p, wrong).total < 1.0
     unrelated = next(q for q in catalog if q.category != p.category)
     assert score_purchase(g, unrelated, {}).total < 0.5
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=st.text(max_size=60), attrs=st.lists(st.text(max_size=20), max_size=4),
+       options=st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=3),
+       selected=st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=4),
+       price=st.floats(min_value=0, max_value=1e6))
+def test_score_is_always_between_zero_and_one(title: str, attrs: list[str], options: dict[str, str],
+                                             selected: dict[str, str], price: float) -> None:
+    g = goal(product_title=title, attributes=attrs, goal_options=options)
+    r = score_purchase(g, product(), selected, price=price)
+    assert 0.0 <= r.total <= 1.0

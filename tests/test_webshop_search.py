@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from webshop_env.catalog import Catalog
 from webshop_env.search import SEARCH_RETURN_N, SearchEngine, default_cache_dir, product_document
@@ -103,3 +105,10 @@ def test_search_over_a_loaded_catalog(tmp_path: Path) -> None:
     engine = SearchEngine(Catalog.load(tmp_path / "items.json"), cache_dir=tmp_path / "cache")
     assert engine.search("wool") == ["B000000003", "B000000000"]  # the shorter document ranks first
     assert engine.search("denim jacket") == ["B000000001"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(max_size=300))
+def test_any_text_query_never_raises(engine: SearchEngine, query: str) -> None:
+    hits = engine.search(query)
+    assert len(hits) <= SEARCH_RETURN_N and len(set(hits)) == len(hits)
