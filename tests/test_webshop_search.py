@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,12 @@ def test_search_over_a_loaded_catalog(tmp_path: Path) -> None:
 def test_any_text_query_never_raises(engine: SearchEngine, query: str) -> None:
     hits = engine.search(query)
     assert len(hits) <= SEARCH_RETURN_N and len(set(hits)) == len(hits)
+
+
+def test_concurrent_builds_leave_one_valid_index(catalog: Catalog, tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        engines = list(pool.map(lambda _: SearchEngine(catalog, cache_dir=tmp_path), range(3)))
+    assert [p.name for p in tmp_path.iterdir()] == [engines[0].index_dir.name]  # no temp folders left
+    expected = engines[0].search("protein bar")
+    assert all(e.search("protein bar") == expected for e in engines)
+    assert SearchEngine(catalog, cache_dir=tmp_path).search("protein bar") == expected
