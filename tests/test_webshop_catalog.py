@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -186,3 +188,11 @@ def test_human_goals(files: dict[str, Path]) -> None:
     assert g.goal_options == {"option 1": "navy | blue"} and g.weight == 1.0
     with pytest.raises(ValueError, match="human instructions"):
         make_goals(Catalog.load(files["products"], files["attrs"]), human=True)
+
+
+def test_data_half_imports_neither_torch_nor_mem1_gym() -> None:
+    code = ("import sys, webshop_env.catalog, webshop_env.goals, webshop_env.search, webshop_env.reward; "
+            "print(sorted(m for m in ('torch', 'mem1_gym', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
