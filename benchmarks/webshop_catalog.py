@@ -71,6 +71,15 @@ def bench_size(n: int, n_queries: int, work: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def bench_lazy(n: int = 1_000_000, lookups: int = 1000) -> list[tuple[str, str]]:
+    """A huge synthetic catalog costs nothing until products are looked at."""
+    catalog, t_open = _timed(lambda: Catalog.synthetic(n, seed=0))
+    step = n // lookups
+    _, t_get = _timed(lambda: [catalog[catalog.asins[i * step + 7]] for i in range(lookups)])
+    return [(f"Catalog.synthetic({n:,}) (lazy)", f"{t_open * 1e3:.2f} ms"),
+            (f"{lookups:,} random lookups in it", f"{t_get * 1e3:.0f} ms  ({t_get / lookups * 1e6:.0f} us/lookup)")]
+
+
 def bench_reference(n: int, n_queries: int) -> list[tuple[str, str]]:
     """bm25s vs rank_bm25 on the same documents and the same tokens."""
     catalog = Catalog.synthetic(n, seed=0)
@@ -119,6 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             rows += bench_size(n, args.queries, Path(tmp))
+    rows += bench_lazy()
     rows += bench_reference(min(args.sizes), args.queries)
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)} | value")
