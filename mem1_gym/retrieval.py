@@ -180,8 +180,7 @@ class BM25sRetriever:
         vocab: dict[str, int] = {}
         ids: list[list[int]] = []
         for p in self.corpus:
-            words = analyze(p.contents)
-            ids.append([vocab.setdefault(w, len(vocab)) for w in words])
+            ids.append([vocab.setdefault(t, len(vocab)) for t in analyze(p.contents)])
         model = bm25s.BM25()
         model.index((ids, vocab), show_progress=False)
         del ids
