@@ -10,7 +10,7 @@ from pretraining: it has to search. A world has four kinds of entity:
 
 Each entity yields one passage (people who died yield a second one), titled
 with the entity's name and stating its facts in plain sentences. Each fact
-sentence carries a keyword (``born``, ``employed``, ``founded``, ``settled``,
+sentence carries a keyword (``born``, ``occupation``, ``employed``, ``founded``, ``settled``,
 ``province``, ``headquarters``, ``written``, ``published``, ``died``) that no
 other sentence about the same entity uses, so a query of *subject name +
 keyword* finds the passage that states the fact. That is what the questions'
@@ -24,7 +24,7 @@ distinct names stay distinct after the retriever's analysis. Given names end
 in a vowel and family tokens in a consonant, so the two never collide.
 
 Generation is a single pass with numpy drawing all attributes up front; 100k
-passages take a few seconds and 1M well under a minute.
+passages take under a second of CPU and 1M about five seconds.
 """
 
 from __future__ import annotations
