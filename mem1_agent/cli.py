@@ -10,7 +10,9 @@ import importlib
 import sys
 
 #: sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "webshop": ("webshop_env.cli", "serve the WebShop site (mem1 webshop serve --port P --num-products N)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,190 @@
+"""``webshop_env/WebShop-v0``: the WebShop benchmark as a Gymnasium text environment.
+
+Actions are WebShop's strings, ``search[query]`` and ``click[label]``; the
+observation is the current page as ``text`` (visible strings joined with
+``[SEP]``), ``text_rich``, ``html`` or ``url``. Every step's ``info`` holds
+``available_actions`` (``has_search_bar``, ``clickables``), ``goal`` (the
+instruction), ``valid`` and ``message``; clicking Buy Now ends the episode with
+the WebShop reward in [0, 1] and ``info["reward_breakdown"]``.
+
+Example::
+
+    import gymnasium as gym
+    import webshop_env  # noqa: F401
+
+    env = gym.make("webshop_env/WebShop-v0", num_products=1000, observation_mode="text")
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step("search[red shoes]")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from .engine import MAX_ACTION_CHARS, OBSERVATION_MODES, Engine, StepResult
+from .extract import PageView
+from .routes import Route
+from .schema import Goal
+from .site import GOAL_SPLITS, Site, SiteConfig, shared_site
+from .spaces import FreeText
+
+#: Longest observation the space admits (pages are far shorter).
+MAX_OBSERVATION_CHARS = 2**31 - 1
+
+
+def site_config(
+    num_products: int = 1000,
+    catalog_path: str | None = None,
+    attributes_path: str | None = None,
+    human_goals_path: str | None = None,
+    human_goals: bool = False,
+    goal_split: str = "test",
+    catalog_seed: int = 0,
+) -> SiteConfig:
+    """The :class:`~webshop_env.site.SiteConfig` of an environment's keyword arguments."""
+    if goal_split not in GOAL_SPLITS:
+        raise ValueError(f"goal_split must be one of {GOAL_SPLITS}, got {goal_split!r}")
+    return SiteConfig(
+        num_products=int(num_products), catalog_path=catalog_path, attributes_path=attributes_path,
+        human_goals_path=human_goals_path, human_goals=bool(human_goals), goal_split=goal_split, seed=int(catalog_seed),
+    )
+
+
+def check_modes(observation_mode: str, render_mode: str | None, render_modes: list[str]) -> None:
+    """Raise ``ValueError`` for an unknown observation or render mode."""
+    if observation_mode not in OBSERVATION_MODES:
+        raise ValueError(f"observation_mode must be one of {OBSERVATION_MODES}, got {observation_mode!r}")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {render_modes}, got {render_mode!r}")
+
+
+def step_info(
+    view: PageView, route: Route, goal_text: str, goal_index: int, steps: int, result: StepResult
+) -> dict[str, Any]:
+    """The ``info`` dict of a WebShop step (both the in-process and the browser env)."""
+    info: dict[str, Any] = {
+        "available_actions": view.available_actions(),
+        "goal": goal_text,
+        "goal_index": goal_index,
+        "page": route.kind,
+        "url": route.path(),
+        "valid": result.valid,
+        "message": result.message,
+        "steps": steps,
+    }
+    if result.done:
+        info["reward"] = result.reward
+        info["reward_breakdown"] = result.breakdown
+        info["purchased_asin"] = route.asin
+        info["purchased_options"] = dict(route.options)
+    return info
+
+
+class WebShopEnv(gym.Env[str, str]):
+    """The WebShop simulator stepped in-process (see the module docstring).
+
+    Args:
+        observation_mode: ``text`` (default), ``text_rich``, ``html`` or ``url``.
+        num_products: size of the seeded synthetic catalog (ignored with ``catalog_path``).
+        catalog_path: WebShop product JSON to load instead of the synthetic catalog.
+        attributes_path: WebShop attribute/instruction JSON for ``catalog_path``.
+        human_goals_path: WebShop human instruction JSON (with ``human_goals=True``).
+        human_goals: play the human-written goals.
+        goal_split: ``test`` (goals 0-499), ``eval`` (500-1499) or ``train`` (1500+).
+        catalog_seed: seeds the synthetic catalog and goal generation.
+        max_steps: the episode is truncated after this many actions.
+        seed: seeds the first ``reset()`` called without a seed.
+        site: a ready :class:`~webshop_env.site.Site` (overrides the catalog arguments).
+        render_mode: ``ansi`` returns the observation, ``human`` prints it.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(
+        self,
+        observation_mode: str = "text",
+        num_products: int = 1000,
+        catalog_path: str | None = None,
+        attributes_path: str | None = None,
+        human_goals_path: str | None = None,
+        human_goals: bool = False,
+        goal_split: str = "test",
+        catalog_seed: int = 0,
+        max_steps: int = 20,
+        seed: int | None = None,
+        site: Site | None = None,
+        render_mode: str | None = None,
+    ):
+        check_modes(observation_mode, render_mode, self.metadata["render_modes"])
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        self.observation_mode = observation_mode
+        self.max_steps = int(max_steps)
+        self.render_mode = render_mode
+        self.site = site or shared_site(site_config(
+            num_products, catalog_path, attributes_path, human_goals_path, human_goals, goal_split, catalog_seed,
+        ))
+        self.observation_space = FreeText(MAX_OBSERVATION_CHARS)
+        self.action_space = FreeText(MAX_ACTION_CHARS)
+        self._first_seed = seed
+        self.goal_index = 0
+        self.engine: Engine | None = None
+        self.steps = 0
+
+    @property
+    def goal(self) -> Goal:
+        """The goal of the current episode."""
+        return self.site.goals[self.goal_index]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start on the search page of a goal drawn with the env's RNG (or ``options["goal_index"]``)."""
+        if seed is None and self._first_seed is not None:
+            seed, self._first_seed = self._first_seed, None
+        super().reset(seed=seed)
+        options = options or {}
+        if "goal_index" in options:
+            index = int(options["goal_index"])
+            if not 0 <= index < len(self.site.goals):
+                raise ValueError(f"goal_index must be in [0, {len(self.site.goals)}), got {index}")
+        else:
+            index = int(self.np_random.integers(len(self.site.goals)))
+        self.goal_index = index
+        self.engine = Engine(self.site, self.goal, session=f"fixed_{index}")
+        self.steps = 0
+        self._maybe_print()
+        return self._observation(), self._info(StepResult(True))
+
+    def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Carry out ``search[...]`` or ``click[...]``; bad actions are refused in the observation."""
+        if self.engine is None:
+            raise RuntimeError("call reset() before step()")
+        result = self.engine.step(action)
+        self.steps += 1
+        truncated = not result.done and self.steps >= self.max_steps
+        self._maybe_print()
+        return self._observation(), float(result.reward), result.done, truncated, self._info(result)
+
+    def render(self) -> str | None:
+        """``ansi``: the current observation; ``human``: print it."""
+        if self.engine is None:
+            return None
+        text = self._observation()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def _maybe_print(self) -> None:
+        if self.render_mode == "human":
+            self.render()
+
+    def _observation(self) -> str:
+        assert self.engine is not None
+        return self.engine.observation(self.observation_mode)
+
+    def _info(self, result: StepResult) -> dict[str, Any]:
+        assert self.engine is not None
+        e = self.engine
+        return step_info(e.view, e.route, self.goal.instruction_text, self.goal_index, self.steps, result)
