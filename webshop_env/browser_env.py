@@ -196,10 +196,10 @@ class WebShopBrowserEnv(gym.Env[str, str]):
             raise RuntimeError("call reset() before step()")
         result = self._act(action)
         self.steps += 1
-        truncated = not result.done and self.steps >= self.max_steps
+        truncated = not self.done and self.steps >= self.max_steps
         if self.render_mode == "human":
             self.render()
-        return self._observation(), float(result.reward), result.done, truncated, self._info(result)
+        return self._observation(), float(result.reward), self.done, truncated, self._info(result)
 
     def _act(self, action: Any) -> StepResult:
         if self.done:

@@ -30,8 +30,10 @@ from .schema import Goal
 from .site import GOAL_SPLITS, Site, SiteConfig, shared_site
 from .spaces import FreeText
 
-#: Longest observation the space admits (pages are far shorter).
-MAX_OBSERVATION_CHARS = 2**31 - 1
+#: Longest observation the space admits (pages are far shorter). Kept moderate because
+#: ``AsyncVectorEnv``'s default shared memory would reserve 4 bytes per character per env;
+#: free text needs ``AsyncVectorEnv(..., shared_memory=False)`` anyway.
+MAX_OBSERVATION_CHARS = 1_000_000
 
 
 def site_config(
@@ -162,9 +164,11 @@ class WebShopEnv(gym.Env[str, str]):
             raise RuntimeError("call reset() before step()")
         result = self.engine.step(action)
         self.steps += 1
-        truncated = not result.done and self.steps >= self.max_steps
+        # After the purchase every further step stays terminated.
+        terminated = self.engine.done
+        truncated = not terminated and self.steps >= self.max_steps
         self._maybe_print()
-        return self._observation(), float(result.reward), result.done, truncated, self._info(result)
+        return self._observation(), float(result.reward), terminated, truncated, self._info(result)
 
     def render(self) -> str | None:
         """``ansi``: the current observation; ``human``: print it."""

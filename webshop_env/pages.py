@@ -30,9 +30,9 @@ def _template(name: str) -> Template:
     return Template(text.strip())
 
 
-def _fill(name: str, **values: Any) -> str:
-    """Render template ``name``: plain values are escaped, :class:`Markup` is inserted as is."""
-    return _template(name).substitute(
+def _fill(template: str, **values: Any) -> str:
+    """Render ``template``: plain values are escaped, :class:`Markup` is inserted as is."""
+    return _template(template).substitute(
         {k: (v.html if isinstance(v, Markup) else escape(str(v))) for k, v in values.items()}
     )
 

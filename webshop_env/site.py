@@ -101,6 +101,7 @@ class Site:
         self.per_page = int(per_page)
         self._cache: OrderedDict[str, list[str]] = OrderedDict()
         self._lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: SiteConfig) -> "Site":
@@ -133,7 +134,9 @@ class Site:
 
     def product(self, asin: str) -> Product:
         """The product ``asin``; :class:`RouteError` 404 when there is none."""
-        product = self.catalog.get(asin)
+        # A synthetic catalog generates products into an LRU cache: not safe from many threads.
+        with self._catalog_lock:
+            product = self.catalog.get(asin)
         if product is None:
             raise RouteError(404, f"no product with id {asin[:40]!r}")
         return product
