@@ -11,6 +11,7 @@ memory-map it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -78,6 +79,8 @@ class SearchEngine:
         self.index_dir = self.cache_dir / f"bm25s-v{INDEX_VERSION}-{_UNSAFE.sub('_', catalog.fingerprint)}"
         self.built = False
         self._tokenizer = _new_tokenizer()
+        self._stopwords = frozenset(self._tokenizer.stopwords or ())
+        self._stem = functools.lru_cache(maxsize=1 << 16)(Stemmer.Stemmer("english").stemWord)
         self._retriever: bm25s.BM25 | None = None
         if len(catalog) == 0:
             return
@@ -150,10 +153,22 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- search
     def query_token_ids(self, query: object) -> list[int]:
-        """Vocabulary ids of the query's (stemmed, non-stop-word) terms that occur in the catalog."""
-        ids = self._tokenizer.tokenize([_clean_query(query)], update_vocab=False, return_as="ids",
-                                       show_progress=False, allow_empty=False)[0]
-        return [i for i in ids if i != self._tokenizer.word_to_id.get("")]
+        """Vocabulary ids of the query's (stemmed, non-stop-word) terms that occur in the catalog.
+
+        Same splitting, stop words and stemming as the indexed documents, but read-only: unlike
+        the bm25s tokenizer it never records unseen query words, so a long-running site does not
+        grow its vocabulary with whatever agents type.
+        """
+        tok = self._tokenizer
+        stem_to_sid = tok.stem_to_sid
+        ids = []
+        for word in tok.splitter(_clean_query(query).lower()):
+            if word in self._stopwords:
+                continue
+            sid = stem_to_sid.get(self._stem(word))
+            if sid is not None:
+                ids.append(sid)
+        return ids
 
     def search(self, query: object, top_k: int = SEARCH_RETURN_N) -> list[str]:
         """Asins of the ``top_k`` best-matching products (only those sharing a term), best first.
