@@ -239,7 +239,8 @@ class WebShopBrowserEnv(gym.Env[str, str]):
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         go()
-        wait = WebDriverWait(self.driver, self.page_timeout)
+        # Poll often: the default (0.5 s) would dominate a local page load.
+        wait = WebDriverWait(self.driver, self.page_timeout, poll_frequency=0.01)
         try:
             wait.until(ec.staleness_of(old))
             wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
