@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 _ENVS = {
     "mem1_gym/MultiObjectiveQA-v0": "mem1_gym.qa_env:MultiObjectiveQAEnv",
+    "mem1_gym/WebShop-v0": "mem1_gym.webshop:Mem1WebShopEnv",
 }
 
 for _id, _entry in _ENVS.items():
