@@ -11,6 +11,7 @@ product links and option values).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
@@ -20,7 +21,7 @@ _INVISIBLE_PARENTS = frozenset({"style", "script", "head", "title", "meta", "[do
 SEARCH_BUTTON = "search"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PageView:
     """The agent-facing reading of one page.
 
@@ -67,8 +68,13 @@ def _clickable(node: NavigableString) -> Tag | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def read_page(html: str) -> PageView:
-    """Read ``html`` the way the agent sees it (see :class:`PageView`)."""
+    """Read ``html`` the way the agent sees it (see :class:`PageView`).
+
+    Cached: episodes revisit the same pages (search page, results, items), and parsing
+    dominates a step. Treat the returned view as read-only.
+    """
     soup = BeautifulSoup(html, "html.parser")
     plain: list[str] = []
     rich: list[str] = []
