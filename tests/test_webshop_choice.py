@@ -56,6 +56,7 @@ def test_masked_out_choice_is_refused_not_raised() -> None:
     assert not info["valid"] and info["action_text"] is None and reward == 0.0 and not terminated
 
 
+@pytest.mark.slow
 def test_maskable_ppo_smoke() -> None:
     sb3_contrib = pytest.importorskip("sb3_contrib")
     from stable_baselines3.common.vec_env import DummyVecEnv

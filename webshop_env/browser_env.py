@@ -24,16 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import gymnasium as gym
-
-from .engine import MAX_ACTION_CHARS, StepResult, observe, resolve_action
-from .env import MAX_OBSERVATION_CHARS, check_modes, site_config, step_info
+from .engine import StepResult, observe, resolve_action
+from .env import ShopEnvBase, site_config, step_info
 from .extract import PageView, read_page
 from .pages import with_notice
 from .routes import Route, RouteError, parse_path
 from .server import WebShopServer
 from .site import Site, shared_site
-from .spaces import FreeText
 
 #: Chromium switches: headless, no sandbox (containers), and nothing that phones home.
 CHROMIUM_ARGS = (
@@ -85,7 +82,7 @@ def find_browser(chromium_path: str | None = None, chromedriver_path: str | None
     return chromium, driver
 
 
-class WebShopBrowserEnv(gym.Env[str, str]):
+class WebShopBrowserEnv(ShopEnvBase):
     """WebShop through a headless Chromium (see the module docstring).
 
     Takes the arguments of :class:`~webshop_env.env.WebShopEnv`, plus:
@@ -97,8 +94,6 @@ class WebShopBrowserEnv(gym.Env[str, str]):
         chromedriver_path: chromedriver (default ``/usr/bin/chromedriver``).
         page_timeout: seconds to wait for a page to load.
     """
-
-    metadata = {"render_modes": ["ansi", "human"]}
 
     def __init__(
         self,
@@ -119,15 +114,9 @@ class WebShopBrowserEnv(gym.Env[str, str]):
         page_timeout: float = 20.0,
         render_mode: str | None = None,
     ):
-        check_modes(observation_mode, render_mode, self.metadata["render_modes"])
+        super().__init__(observation_mode, max_steps, seed, render_mode)
         chromium, driver_path = find_browser(chromium_path, chromedriver_path)
-        self.observation_mode = observation_mode
-        self.max_steps = int(max_steps)
         self.page_timeout = float(page_timeout)
-        self.render_mode = render_mode
-        self.observation_space = FreeText(MAX_OBSERVATION_CHARS)
-        self.action_space = FreeText(MAX_ACTION_CHARS)
-        self._first_seed = seed
         self._own_server: WebShopServer | None = None
         if isinstance(server, str):
             self.base_url, self.num_goals = server.rstrip("/"), None
@@ -144,9 +133,7 @@ class WebShopBrowserEnv(gym.Env[str, str]):
         except Exception:
             self._release()
             raise
-        self.goal_index = 0
         self.goal_text = ""
-        self.steps = 0
         self.done = False
         self.notice = ""
         self.html = ""
@@ -173,33 +160,20 @@ class WebShopBrowserEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Open a fresh session's search page for a goal drawn like :class:`~webshop_env.env.WebShopEnv` does."""
-        if seed is None and self._first_seed is not None:
-            seed, self._first_seed = self._first_seed, None
-        super().reset(seed=seed)
-        options = options or {}
-        if "goal_index" in options:
-            index = int(options["goal_index"])
-        else:
-            index = int(self.np_random.integers(self.num_goals if self.num_goals else 2**31 - 1))
-        if self.num_goals is not None and not 0 <= index < self.num_goals:
-            raise ValueError(f"goal_index must be in [0, {self.num_goals}), got {index}")
-        self.goal_index = index
+        index = self._draw_goal(seed, options, self.num_goals)
         # A fresh session per episode keeps envs sharing one server apart.
         self._navigate(lambda: self.driver.get(self.base_url + Route.search(f"b{uuid.uuid4().hex[:12]}_{index}").path()))
         self.goal_text = self.view.instruction
-        self.steps, self.done, self.notice = 0, False, ""
+        self.done, self.notice = False, ""
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), self._info(StepResult(True))
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Carry out ``search[...]``/``click[...]`` in the browser; bad actions are refused like in-process."""
         if not self.html:
             raise RuntimeError("call reset() before step()")
-        result = self._act(action)
-        self.steps += 1
-        truncated = not self.done and self.steps >= self.max_steps
-        if self.render_mode == "human":
-            self.render()
-        return self._observation(), float(result.reward), self.done, truncated, self._info(result)
+        return self._finish_step(self._act(action), self.done)
 
     def _act(self, action: Any) -> StepResult:
         if self.done:
@@ -264,14 +238,6 @@ class WebShopBrowserEnv(gym.Env[str, str]):
 
     def _info(self, result: StepResult) -> dict[str, Any]:
         return step_info(self.view, self.route, self.goal_text, self.goal_index, self.steps, result)
-
-    def render(self) -> str | None:
-        """``ansi``: the current observation; ``human``: print it."""
-        text = self._observation() if self.html else ""
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
 
     def _release(self) -> None:
         if self._own_server is not None:

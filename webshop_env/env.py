@@ -84,7 +84,68 @@ def step_info(
     return info
 
 
-class WebShopEnv(gym.Env[str, str]):
+class ShopEnvBase(gym.Env[str, str]):
+    """What the in-process and the browser WebShop envs share: spaces, goal draw, step bookkeeping, render.
+
+    Subclasses implement ``_observation()`` and ``_info(result)``.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(self, observation_mode: str, max_steps: int, seed: int | None, render_mode: str | None):
+        check_modes(observation_mode, render_mode, self.metadata["render_modes"])
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        self.observation_mode = observation_mode
+        self.max_steps = int(max_steps)
+        self.render_mode = render_mode
+        self.observation_space = FreeText(MAX_OBSERVATION_CHARS)
+        self.action_space = FreeText(MAX_ACTION_CHARS)
+        self._first_seed = seed
+        self.goal_index = 0
+        self.steps = 0
+
+    def _draw_goal(self, seed: int | None, options: dict[str, Any] | None, num_goals: int | None) -> int:
+        """Seed the episode and pick its goal: ``options["goal_index"]`` or a draw from ``num_goals``."""
+        if seed is None and self._first_seed is not None:
+            seed, self._first_seed = self._first_seed, None
+        super().reset(seed=seed)
+        self.steps = 0
+        options = options or {}
+        if "goal_index" in options:
+            index = int(options["goal_index"])
+            if num_goals is not None and not 0 <= index < num_goals:
+                raise ValueError(f"goal_index must be in [0, {num_goals}), got {index}")
+        else:
+            # Without a known goal count (a remote server), the server maps the index onto its goals.
+            index = int(self.np_random.integers(num_goals if num_goals else 2**31 - 1))
+        self.goal_index = index
+        return index
+
+    def _finish_step(self, result: StepResult, done: bool) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Count the step and build the Gymnasium step tuple (after a purchase every step stays terminated)."""
+        self.steps += 1
+        truncated = not done and self.steps >= self.max_steps
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), float(result.reward), done, truncated, self._info(result)
+
+    def render(self) -> str | None:
+        """``ansi``: the current observation; ``human``: print it."""
+        text = self._observation()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def _observation(self) -> str:
+        raise NotImplementedError
+
+    def _info(self, result: StepResult) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class WebShopEnv(ShopEnvBase):
     """The WebShop simulator stepped in-process (see the module docstring).
 
     Args:
@@ -102,8 +163,6 @@ class WebShopEnv(gym.Env[str, str]):
         render_mode: ``ansi`` returns the observation, ``human`` prints it.
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
-
     def __init__(
         self,
         observation_mode: str = "text",
@@ -119,21 +178,11 @@ class WebShopEnv(gym.Env[str, str]):
         site: Site | None = None,
         render_mode: str | None = None,
     ):
-        check_modes(observation_mode, render_mode, self.metadata["render_modes"])
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-        self.observation_mode = observation_mode
-        self.max_steps = int(max_steps)
-        self.render_mode = render_mode
+        super().__init__(observation_mode, max_steps, seed, render_mode)
         self.site = site or shared_site(site_config(
             num_products, catalog_path, attributes_path, human_goals_path, human_goals, goal_split, catalog_seed,
         ))
-        self.observation_space = FreeText(MAX_OBSERVATION_CHARS)
-        self.action_space = FreeText(MAX_ACTION_CHARS)
-        self._first_seed = seed
-        self.goal_index = 0
         self.engine: Engine | None = None
-        self.steps = 0
 
     @property
     def goal(self) -> Goal:
@@ -142,20 +191,10 @@ class WebShopEnv(gym.Env[str, str]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start on the search page of a goal drawn with the env's RNG (or ``options["goal_index"]``)."""
-        if seed is None and self._first_seed is not None:
-            seed, self._first_seed = self._first_seed, None
-        super().reset(seed=seed)
-        options = options or {}
-        if "goal_index" in options:
-            index = int(options["goal_index"])
-            if not 0 <= index < len(self.site.goals):
-                raise ValueError(f"goal_index must be in [0, {len(self.site.goals)}), got {index}")
-        else:
-            index = int(self.np_random.integers(len(self.site.goals)))
-        self.goal_index = index
+        index = self._draw_goal(seed, options, len(self.site.goals))
         self.engine = Engine(self.site, self.goal, session=f"fixed_{index}")
-        self.steps = 0
-        self._maybe_print()
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), self._info(StepResult(True))
 
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -163,30 +202,10 @@ class WebShopEnv(gym.Env[str, str]):
         if self.engine is None:
             raise RuntimeError("call reset() before step()")
         result = self.engine.step(action)
-        self.steps += 1
-        # After the purchase every further step stays terminated.
-        terminated = self.engine.done
-        truncated = not terminated and self.steps >= self.max_steps
-        self._maybe_print()
-        return self._observation(), float(result.reward), terminated, truncated, self._info(result)
-
-    def render(self) -> str | None:
-        """``ansi``: the current observation; ``human``: print it."""
-        if self.engine is None:
-            return None
-        text = self._observation()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
-    def _maybe_print(self) -> None:
-        if self.render_mode == "human":
-            self.render()
+        return self._finish_step(result, self.engine.done)
 
     def _observation(self) -> str:
-        assert self.engine is not None
-        return self.engine.observation(self.observation_mode)
+        return "" if self.engine is None else self.engine.observation(self.observation_mode)
 
     def _info(self, result: StepResult) -> dict[str, Any]:
         assert self.engine is not None
