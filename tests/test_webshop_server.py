@@ -190,3 +190,40 @@ def test_stop_releases_the_port() -> None:
     s.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/x_0", timeout=5)
+
+
+def test_cli_serves_until_stopped() -> None:
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mem1_agent.cli", "webshop", "serve", "--port", "0", "--num-products", "50"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),  # "-m" finds the packages here
+    )
+    try:
+        url = None
+        for _ in range(5):
+            line = proc.stdout.readline()
+            m = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url is not None, "the server did not report its address"
+        assert fetch(url + "/fixed_0")[0] == 200 and fetch(url + "/nope/x")[0] == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from mem1_agent.cli import COMMANDS
+    from webshop_env.cli import cli
+
+    assert COMMANDS["webshop"][0] == "webshop_env.cli"
+    with pytest.raises(SystemExit) as err:
+        cli(["serve", "--split", "holdout"])
+    assert err.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert cli(["serve", "--port", "0", "--num-products", "50", "--catalog", "/no/such/items.json"]) == 1
+    assert "/no/such/items.json" in capsys.readouterr().err

@@ -25,12 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .engine import StepResult, observe, resolve_action
-from .env import ShopEnvBase, site_config, step_info
+from .env import ShopEnvBase, step_info
 from .extract import PageView, read_page
 from .pages import with_notice
 from .routes import Route, RouteError, parse_path
 from .server import WebShopServer
-from .site import Site, shared_site
+from .site import Site, SiteConfig, shared_site
 
 #: Chromium switches: headless, no sandbox (containers), and nothing that phones home.
 CHROMIUM_ARGS = (
@@ -85,7 +85,9 @@ def find_browser(chromium_path: str | None = None, chromedriver_path: str | None
 class WebShopBrowserEnv(ShopEnvBase):
     """WebShop through a headless Chromium (see the module docstring).
 
-    Takes the arguments of :class:`~webshop_env.env.WebShopEnv`, plus:
+    Takes the arguments of :class:`~webshop_env.env.WebShopEnv`; its catalog arguments
+    (``num_products``, ``catalog_path``, ``goal_split``, ``catalog_seed``, ...) are the fields of
+    :class:`~webshop_env.site.SiteConfig`. Further:
 
     Args:
         server: a running :class:`~webshop_env.server.WebShopServer` to share, or the base URL
@@ -98,13 +100,6 @@ class WebShopBrowserEnv(ShopEnvBase):
     def __init__(
         self,
         observation_mode: str = "text",
-        num_products: int = 1000,
-        catalog_path: str | None = None,
-        attributes_path: str | None = None,
-        human_goals_path: str | None = None,
-        human_goals: bool = False,
-        goal_split: str = "test",
-        catalog_seed: int = 0,
         max_steps: int = 20,
         seed: int | None = None,
         site: Site | None = None,
@@ -113,6 +108,7 @@ class WebShopBrowserEnv(ShopEnvBase):
         chromedriver_path: str | None = None,
         page_timeout: float = 20.0,
         render_mode: str | None = None,
+        **catalog: Any,
     ):
         super().__init__(observation_mode, max_steps, seed, render_mode)
         chromium, driver_path = find_browser(chromium_path, chromedriver_path)
@@ -122,9 +118,7 @@ class WebShopBrowserEnv(ShopEnvBase):
             self.base_url, self.num_goals = server.rstrip("/"), None
         else:
             if server is None:
-                site = site or shared_site(site_config(
-                    num_products, catalog_path, attributes_path, human_goals_path, human_goals, goal_split, catalog_seed,
-                ))
+                site = site or shared_site(SiteConfig(**catalog))
                 server = self._own_server = WebShopServer(site).start()
             self.base_url, self.num_goals = server.url, len(server.site.goals)
         self._profile = tempfile.mkdtemp(prefix="webshop-chromium-")

@@ -36,7 +36,7 @@ def cli(argv: list[str]) -> int:
     config = SiteConfig(
         num_products=args.num_products, catalog_path=args.catalog, attributes_path=args.attributes,
         human_goals_path=args.human_goals, human_goals=args.human_goals is not None,
-        goal_split=args.split, seed=args.seed,
+        goal_split=args.split, catalog_seed=args.seed,
     )
     try:
         print(f"building the site ({args.num_products} products)..." if args.catalog is None else f"loading {args.catalog}...", flush=True)

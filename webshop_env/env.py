@@ -27,31 +27,13 @@ from .engine import MAX_ACTION_CHARS, OBSERVATION_MODES, Engine, StepResult
 from .extract import PageView
 from .routes import Route
 from .schema import Goal
-from .site import GOAL_SPLITS, Site, SiteConfig, shared_site
+from .site import Site, SiteConfig, shared_site
 from .spaces import FreeText
 
 #: Longest observation the space admits (pages are far shorter). Kept moderate because
 #: ``AsyncVectorEnv``'s default shared memory would reserve 4 bytes per character per env;
 #: free text needs ``AsyncVectorEnv(..., shared_memory=False)`` anyway.
 MAX_OBSERVATION_CHARS = 1_000_000
-
-
-def site_config(
-    num_products: int = 1000,
-    catalog_path: str | None = None,
-    attributes_path: str | None = None,
-    human_goals_path: str | None = None,
-    human_goals: bool = False,
-    goal_split: str = "test",
-    catalog_seed: int = 0,
-) -> SiteConfig:
-    """The :class:`~webshop_env.site.SiteConfig` of an environment's keyword arguments."""
-    if goal_split not in GOAL_SPLITS:
-        raise ValueError(f"goal_split must be one of {GOAL_SPLITS}, got {goal_split!r}")
-    return SiteConfig(
-        num_products=int(num_products), catalog_path=catalog_path, attributes_path=attributes_path,
-        human_goals_path=human_goals_path, human_goals=bool(human_goals), goal_split=goal_split, seed=int(catalog_seed),
-    )
 
 
 def check_modes(observation_mode: str, render_mode: str | None, render_modes: list[str]) -> None:
@@ -179,8 +161,10 @@ class WebShopEnv(ShopEnvBase):
         render_mode: str | None = None,
     ):
         super().__init__(observation_mode, max_steps, seed, render_mode)
-        self.site = site or shared_site(site_config(
-            num_products, catalog_path, attributes_path, human_goals_path, human_goals, goal_split, catalog_seed,
+        self.site = site or shared_site(SiteConfig(
+            num_products=int(num_products), catalog_path=catalog_path, attributes_path=attributes_path,
+            human_goals_path=human_goals_path, human_goals=bool(human_goals), goal_split=goal_split,
+            catalog_seed=int(catalog_seed),
         ))
         self.engine: Engine | None = None
 

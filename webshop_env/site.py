@@ -57,7 +57,7 @@ class SiteConfig:
         human_goals_path: WebShop's ``items_human_ins.json``, if human goals are wanted.
         human_goals: use human-written instructions (needs ``human_goals_path``).
         goal_split: ``test``, ``eval`` or ``train``.
-        seed: seeds the synthetic catalog and the goal draw.
+        catalog_seed: seeds the synthetic catalog and the goal generation.
         top_k: results kept per search (WebShop: 50).
         per_page: results per page (WebShop: 10).
     """
@@ -68,7 +68,7 @@ class SiteConfig:
     human_goals_path: str | None = None
     human_goals: bool = False
     goal_split: str = "test"
-    seed: int = 0
+    catalog_seed: int = 0
     top_k: int = 50
     per_page: int = 10
 
@@ -109,13 +109,13 @@ class Site:
         if config.goal_split not in GOAL_SPLITS:
             raise ValueError(f"goal_split must be one of {GOAL_SPLITS}, got {config.goal_split!r}")
         if config.catalog_path is None:
-            catalog = Catalog.synthetic(num_products=config.num_products, seed=config.seed)
+            catalog = Catalog.synthetic(num_products=config.num_products, seed=config.catalog_seed)
         else:
             catalog = Catalog.load(
                 config.catalog_path, attributes_path=config.attributes_path,
                 human_instructions_path=config.human_goals_path,
             )
-        goals = split_goals(make_goals(catalog, seed=config.seed, human=config.human_goals))[config.goal_split]
+        goals = split_goals(make_goals(catalog, seed=config.catalog_seed, human=config.human_goals))[config.goal_split]
         if not goals:
             raise ValueError(f"the {config.goal_split!r} split has no goals for this catalog")
         return cls(catalog, goals, top_k=config.top_k, per_page=config.per_page)
