@@ -7,6 +7,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -200,7 +201,7 @@ def test_cli_serves_until_stopped() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mem1_agent.cli", "webshop", "serve", "--port", "0", "--num-products", "50"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),  # "-m" finds the packages here
+        cwd=str(Path(__file__).resolve().parents[1]),  # "-m" finds the packages here
     )
     try:
         url = None
