@@ -72,3 +72,18 @@ def test_reset_is_deterministic() -> None:
     a, b = Mem1WebShopEnv(num_products=N), Mem1WebShopEnv(num_products=N)
     assert a.reset(seed=9)[0] == b.reset(seed=9)[0]
     assert a.step(a.oracle_action())[0] == b.step(b.oracle_action())[0]
+
+
+def test_vector_envs() -> None:
+    def make() -> gym.Env:
+        return gym.make("mem1_gym/WebShop-v0", num_products=N)
+
+    # Free-text observations cannot use shared memory.
+    for vec in (gym.vector.SyncVectorEnv([make, make]), gym.vector.AsyncVectorEnv([make, make], shared_memory=False)):
+        try:
+            obs, _ = vec.reset(seed=[0, 1])
+            assert all("Instruction:" in o for o in obs)
+            _, _, _, _, info = vec.step(["<IS> a </IS><action> search[charger] </action>", "no turn"])
+            assert list(info["valid"]) == [True, False]
+        finally:
+            vec.close()

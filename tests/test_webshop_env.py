@@ -5,6 +5,8 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 from bs4 import BeautifulSoup
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from gymnasium.utils.env_checker import check_env
 
 import webshop_env  # noqa: F401  (registers the ids)
@@ -222,3 +224,16 @@ def test_sync_and_async_vector_envs() -> None:
             assert "Page 1" in obs[0] and "Invalid action" in obs[1]
         finally:
             vec.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(action=st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda v, a: f"{v}[{a}]", st.sampled_from(["search", "click", "SEARCH", "Click", "buy"]), st.text(max_size=60)),
+))
+def test_no_action_raises(env: WebShopEnv, action: str) -> None:
+    before = env.engine.route
+    obs, reward, _, _, info = env.step(action)
+    assert isinstance(obs, str) and reward == 0.0
+    if not info["valid"]:
+        assert env.engine.route == before and info["message"] in obs
