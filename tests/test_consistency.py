@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mem1_agent.consistency import check, cli, make_env, rollout_episode
+from mem1_agent.consistency import check, cli, rollout_episode
+from mem1_agent.toy_task import make_env
 from mem1_agent.models import load_policy
 from mem1_agent.trajectory import stitch, stitched_forward
 
@@ -53,7 +54,7 @@ def test_stitched_equals_rollout_flex_attention(tiny):
 def mem1_episodes(tiny):
     policy, tok = tiny
     policy.lm.set_attn_implementation("sdpa")
-    return [rollout_episode(policy, tok, make_env("toy", "mem1", 4, s), s, max_new_tokens=8) for s in range(2)]
+    return [rollout_episode(policy, tok, make_env("toy", memory="mem1", max_turns=4, seed=s), s, max_new_tokens=8) for s in range(2)]
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
