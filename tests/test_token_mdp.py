@@ -10,7 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from mem1_gym.wrappers import TokenizedEnv, TokenMDPEnv
 from mem1_gym.wrappers.turn_grammar import BEFORE_ACTION, DEAD, DONE, IN_ACTION, TurnGrammar
 from mem1_gym.protocol import PAPER_TAGS
-from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer
+from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer, prompt_tokens
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +84,15 @@ def test_eos_ends_a_turn(tok):
 
 
 def test_full_observation_ends_the_turn(tok):
-    env = make(tok, max_length=70, max_turn_tokens=100)
+    limit = prompt_tokens(tok) + 9
+    env = make(tok, max_length=limit, max_turn_tokens=100)
     obs, info = env.reset(seed=0)
-    room = 70 - len(info["input_ids"])
+    room = limit - len(info["input_ids"])
     word = tok.convert_tokens_to_ids("a")
     for k in range(room):
         obs, _, _, trunc, info = env.step(word)
     assert info["turn_done"] and info["turn_tokens"] == room
-    assert trunc and "max_length=70" in info["truncation_reason"]
+    assert trunc and f"max_length={limit}" in info["truncation_reason"]
 
 
 def test_grammar_masks_follow_the_turn(tok):

@@ -9,9 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 from mem1_gym.wrappers import TokenizedEnv
 from mem1_gym.wrappers.tokenized import common_prefix_len
-from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer
+from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer, prompt_tokens
 
-POLICIES = ["full", "mem1", "window:2", "truncate:150"]
+POLICIES = ["full", "mem1", "window:2", "truncate:180"]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_metrics_are_in_real_tokens(tok):
 
 
 def test_truncate_policy_keeps_context_within_budget(tok):
-    budget = 110
+    budget = prompt_tokens(tok) + 50
     env = TokenizedEnv(SecretNumberEnv(memory=f"truncate:{budget}", max_turns=8), tok, max_length=budget)
     for _, info, term, trunc in run_episode(env, [search_turn(i) for i in range(8)]):
         assert len(info["input_ids"]) <= budget
@@ -186,15 +186,16 @@ def test_truncate_policy_keeps_context_within_budget(tok):
 
 
 def test_overflow_truncates_the_episode_with_a_reason(tok):
-    env = TokenizedEnv(SecretNumberEnv(memory="full", max_turns=8), tok, max_length=150)
+    limit = prompt_tokens(tok) + 80
+    env = TokenizedEnv(SecretNumberEnv(memory="full", max_turns=8), tok, max_length=limit)
     for obs, info, term, trunc in run_episode(env, [search_turn(i) for i in range(8)]):
         pass
     assert trunc and not term
-    assert "max_length=150" in info["truncation_reason"]
+    assert f"max_length={limit}" in info["truncation_reason"]
     assert info["turn"] < 8
     # The observation holds whole leading segments only; the info keeps the full context.
     n = int(obs["attention_mask"].sum())
-    assert n <= 150 < len(info["input_ids"])
+    assert n <= limit < len(info["input_ids"])
     assert n in {end for _, _, end in info["spans"]}
     assert obs["input_ids"][:n].tolist() == info["input_ids"][:n]
     # The episode is over for the wrapper even though the text env could go on.
