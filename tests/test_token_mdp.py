@@ -171,3 +171,28 @@ def test_bad_token_is_a_clear_error(tok):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         env.step(len(tok) + 1)
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+def test_multi_objective_qa_as_a_token_mdp(tok):
+    import gymnasium as gym
+
+    import mem1_gym  # noqa: F401  (registers the envs)
+
+    def qa() -> TokenMDPEnv:
+        return TokenMDPEnv(gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=2), tok, max_length=4096, max_turn_tokens=256)
+
+    gym_check_env(qa(), skip_render_check=True)
+    sb3_check_env(qa())
+    env = qa()
+    env.reset(seed=3)
+    reward = 0.0
+    while True:
+        for t in tok(env.unwrapped.oracle_action(), add_special_tokens=False)["input_ids"]:
+            assert env.action_masks()[t]
+            _, r, term, trunc, info = env.step(t)
+            reward += r
+        assert info["turn_done"] and info["valid"]
+        if term or trunc:
+            break
+    assert reward == 2.0

@@ -248,3 +248,32 @@ def test_tokenizer_can_be_given_by_path(tok, tmp_path):
 def test_rejects_non_mem1_envs(tok):
     with pytest.raises(TypeError, match="TurnEnv"):
         TokenizedEnv(gym.make("CartPole-v1"), tok)
+
+
+@pytest.mark.parametrize("memory", ["full", "mem1", "truncate:600"])
+def test_multi_objective_qa_oracle_episode_in_tokens(tok, memory):
+    import mem1_gym  # noqa: F401  (registers the envs)
+
+    text_env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=2, memory=memory)
+    env = TokenizedEnv(text_env, tok, max_length=8192)
+    obs, info = env.reset(seed=0)
+    prompt_len = len(info["input_ids"])
+    previous = info["input_ids"]
+    total = 0.0
+    while True:
+        ids = tok(env.unwrapped.oracle_action(), add_special_tokens=False)["input_ids"]
+        obs, reward, term, trunc, info = env.step(ids)
+        total += reward
+        ids_now = info["input_ids"]
+        assert info["context_tokens"] == len(ids_now) == int(obs["attention_mask"].sum())
+        assert info["prefix_len"] == common_prefix_len(previous, ids_now) >= prompt_len
+        if memory == "full":
+            assert info["prefix_len"] == len(previous)
+        if memory.startswith("truncate"):
+            assert len(ids_now) <= 600
+        for seg in info["new_segments"]:
+            assert env.decode(info["segment_ids"][seg["id"]]) == seg["text"]
+        previous = ids_now
+        if term or trunc:
+            break
+    assert term and total == 2.0 and info["metrics"]["em"] == 2.0

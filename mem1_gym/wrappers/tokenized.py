@@ -200,7 +200,7 @@ class _Context:
     spans: list[tuple[int, int, int]]
 
 
-class TokenizedEnv(gym.Wrapper):
+class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Token-in / token-out wrapper of a MEM1 text environment (see the module docstring).
 
     Args:
@@ -223,7 +223,11 @@ class TokenizedEnv(gym.Wrapper):
         chat_template: bool | None = None,
         system_prompt: str | None = None,
     ):
-        super().__init__(env)
+        # Recorded so env.spec can rebuild the wrapper stack (gymnasium's checker does).
+        gym.utils.RecordConstructorArgs.__init__(
+            self, tokenizer=tokenizer, max_length=max_length, chat_template=chat_template, system_prompt=system_prompt
+        )
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, TurnEnv):
             raise TypeError(f"TokenizedEnv wraps MEM1 text envs (TurnEnv subclasses), got {type(env.unwrapped).__name__}")
         if max_length < 1:
