@@ -18,6 +18,7 @@ import argparse
 import time
 
 import gymnasium as gym
+import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--memory", default="mem1")
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is faster on a busy CPU)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     tokenizer, model_ref = load_tokenizer_and_model_path(args.model)
     if ENV_ID not in gym.registry:
