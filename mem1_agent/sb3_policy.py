@@ -136,13 +136,23 @@ class SharedLatent(nn.Module):
 
 
 class _CausalLMPolicyParts:
-    """What both policy classes share: LM features, LM-head actor, linear critic, no orthogonal re-init."""
+    """What both policy classes share: LM features, LM-head actor, linear critic, no orthogonal re-init.
+
+    Listed before the SB3 base class, so ``super()`` here is that base.
+    """
 
     features_extractor: CausalLMFeatures
     action_space: spaces.Discrete
 
-    @staticmethod
-    def _llm_kwargs(model: str, model_kwargs: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        model: str = DEFAULT_MODEL,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         for key in ("features_extractor_class", "features_extractor_kwargs", "net_arch"):
             kwargs.pop(key, None)
         kwargs.update(
@@ -152,17 +162,14 @@ class _CausalLMPolicyParts:
             ortho_init=False,  # the LM's weights are pretrained: never re-initialise them
             net_arch=[],
         )
-        return kwargs
-
-    def _check_action_space(self) -> None:
-        if not isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}")
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = SharedLatent(self.features_extractor.features_dim)
 
     def _build(self, lr_schedule: Any) -> None:
-        self._check_action_space()
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}")
         self._build_mlp_extractor()
         self.action_net = LMHeadActions(self.features_extractor.lm, int(self.action_space.n))
         self.value_net = nn.Linear(self.features_extractor.features_dim, 1)
@@ -170,7 +177,9 @@ class _CausalLMPolicyParts:
         nn.init.zeros_(self.value_net.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
-    def _llm_constructor_parameters(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # Saved with the model: rebuild from the model reference, not from SB3's extractor settings.
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
         fe_kwargs = data.pop("features_extractor_kwargs", None) or {}
         for key in ("features_extractor_class", "net_arch", "ortho_init", "share_features_extractor"):
             data.pop(key, None)
@@ -185,24 +194,10 @@ class LLMActorCriticPolicy(_CausalLMPolicyParts, ActorCriticPolicy):
         observation_space: the token ``Dict`` space of :class:`~mem1_gym.wrappers.TokenMDPEnv`.
         action_space: ``Discrete(vocab)``.
         lr_schedule: SB3's learning-rate schedule.
-        model: Hugging Face id, local path, or ``"default"`` (SmolLM2-135M-Instruct).
+        model: Hugging Face id, local path, ``"default"`` (SmolLM2-135M-Instruct) or ``"tiny"``.
         model_kwargs: extra :func:`load_causal_lm` arguments (``dtype`` defaults to float32).
         **kwargs: other ``ActorCriticPolicy`` arguments (optimizer, ...).
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Any,
-        model: str = DEFAULT_MODEL,
-        model_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(observation_space, action_space, lr_schedule, **self._llm_kwargs(model, model_kwargs, kwargs))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return self._llm_constructor_parameters(super()._get_constructor_parameters())
 
 
 class MaskableLLMActorCriticPolicy(_CausalLMPolicyParts, MaskableActorCriticPolicy):
@@ -210,17 +205,3 @@ class MaskableLLMActorCriticPolicy(_CausalLMPolicyParts, MaskableActorCriticPoli
 
     Args: as :class:`LLMActorCriticPolicy`.
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Any,
-        model: str = DEFAULT_MODEL,
-        model_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(observation_space, action_space, lr_schedule, **self._llm_kwargs(model, model_kwargs, kwargs))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return self._llm_constructor_parameters(super()._get_constructor_parameters())
