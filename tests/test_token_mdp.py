@@ -196,3 +196,27 @@ def test_multi_objective_qa_as_a_token_mdp(tok):
         if term or trunc:
             break
     assert reward == 2.0
+
+
+def test_fast_masks_equal_brute_force_simulation(tok):
+    env = make(tok)
+    g = env.grammar
+    env.reset(seed=0)
+
+    def brute(state):
+        ok = np.array([
+            bool(s) and not g.special[i] and not ("\ufffd" in s and state.phase in (0, BEFORE_ACTION))
+            and g.advance(state, s).phase != DEAD
+            for i, s in enumerate(g.token_strings)
+        ])
+        return ok
+
+    text = "  <IS> a </I b <\n </IS> \n<query> c </que x </query>"
+    state = g.initial
+    seen = 0
+    for ch in text:
+        if state.phase not in (DONE, DEAD):
+            assert np.array_equal(g.mask(state), brute(state)), state
+            seen += 1
+        state = g.advance(state, ch)
+    assert state.phase == DONE and seen > 30
