@@ -72,6 +72,7 @@ def test_frozen_reference_is_a_frozen_copy():
     with torch.no_grad():
         next(policy.lm.parameters()).add_(1.0)
     assert not torch.equal(next(policy.lm.parameters()), next(ref.parameters()))
+    assert isinstance(ref, PolicyWithValue) and ref.value_head is None
 
 
 def test_unsupported_attention_and_arch_are_refused():
