@@ -223,7 +223,8 @@ class LMPolicy:
                 reuse[i], slots[i] = max(usable, 0), slot
         # Cached columns are shared by the batch: the padded layout is
         # [pad_i | context_i], so the first ``cached`` columns must be pad or reusable for every row.
-        cached = min(pads[i] + reuse[i] for i in range(n)) if all(s is not None for s in slots) else 0
+        # A row without a cache contributes only its padding columns (zeros in the cache).
+        cached = min(pads[i] + reuse[i] for i in range(n)) if any(s is not None for s in slots) else 0
 
         full_mask = torch.zeros(n, width, dtype=torch.long)
         for i in range(n):
@@ -326,14 +327,19 @@ class LMPolicy:
         """Left-padded batch KV cache of the first ``cached`` columns from the slots' caches."""
         from transformers import DynamicCache
 
+        some = next(s for s in slots if s is not None)
         layers = []
-        for layer in range(len(slots[0].kv)):  # type: ignore[union-attr]
+        for layer in range(len(some.kv)):
             keys, values = [], []
+            like = some.kv[layer][0]
             for i, slot in enumerate(slots):
-                assert slot is not None
-                k, v = slot.kv[layer]
                 take = cached - pads[i]
-                pad_k = k.new_zeros(k.shape[0], cached - take, k.shape[2])
+                pad_k = like.new_zeros(like.shape[0], cached - take, like.shape[2])
+                if slot is None:  # take == 0 here: only padding columns
+                    keys.append(pad_k)
+                    values.append(pad_k)
+                    continue
+                k, v = slot.kv[layer]
                 keys.append(torch.cat([pad_k, k[:, :take]], dim=1))
                 values.append(torch.cat([pad_k, v[:, :take]], dim=1))
             layers.append((torch.stack(keys).to(device), torch.stack(values).to(device)))

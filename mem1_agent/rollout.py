@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .policy import Generation, LMPolicy
-from .trajectory import Episode, SegmentTokens, TurnRecord
+from .trajectory import Episode, EpisodeBuilder
 
 
 @dataclass
@@ -54,28 +54,18 @@ class _Open:
     """An episode in progress in one slot."""
 
     index: int
-    segments: dict[int, SegmentTokens] = field(default_factory=dict)
-    turns: list[TurnRecord] = field(default_factory=list)
+    builder: EpisodeBuilder = field(default_factory=EpisodeBuilder)
     rewards: list[float] = field(default_factory=list)
-    visible: list[int] = field(default_factory=list)
     context: list[int] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
+    prefix_len: int | None = None
 
 
-def _record_segments(episode: _Open, info: dict[str, Any]) -> None:
-    """Store the token ids of the segments this reset/step added."""
-    ids_by_segment = info["segment_ids"]
-    for seg in info["new_segments"]:
-        sid = int(seg["id"])
-        episode.segments[sid] = SegmentTokens(id=sid, kind=seg["kind"], turn=int(seg["turn"]), ids=[int(t) for t in ids_by_segment[sid]])
-
-
-def _observe(episode: _Open, obs: Any, info: dict[str, Any]) -> None:
-    """Remember what the policy will condition on next."""
-    episode.visible = [int(i) for i in info["visible_ids"]]
-    ids = info.get("input_ids", obs)
-    episode.context = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids)]
-    episode.info = info
+def _context(obs: Any, info: dict[str, Any]) -> list[int]:
+    """The unpadded context ids of a ``TokenizedEnv`` observation."""
+    ids = info.get("input_ids")
+    if ids is None:
+        ids = obs["input_ids"][: int(obs["attention_mask"].sum())] if isinstance(obs, dict) else obs
+    return [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids)]
 
 
 def rollout(
@@ -110,8 +100,8 @@ def rollout(
         index, seed = queue.pop(0)
         obs, info = envs[slot].reset(seed=int(seed))
         episode = _Open(index=index)
-        _record_segments(episode, info)
-        _observe(episode, obs, info)
+        episode.builder.reset(info)
+        episode.context, episode.prefix_len = _context(obs, info), info.get("prefix_len")
         slots[slot] = episode
         # A new episode shares nothing worth trusting with the slot's last one.
         policy.reset_cache(slot)
@@ -121,43 +111,37 @@ def rollout(
     while any(s is not None for s in slots):
         live = [i for i, s in enumerate(slots) if s is not None]
         contexts = [slots[i].context for i in live]  # type: ignore[union-attr]
-        prefix = [slots[i].info.get("prefix_len") for i in live]  # type: ignore[union-attr]
+        prefix = [slots[i].prefix_len for i in live]  # type: ignore[union-attr]
         generations: list[Generation] = policy.generate(contexts, prefix_lens=prefix, keys=live)
         for slot, gen in zip(live, generations):
             episode = slots[slot]
             assert episode is not None
-            visible_before = episode.visible
             stats.turns += 1
             stats.generated_tokens += len(gen.ids)
             stats.context_tokens += len(episode.context)
             stats.reused_tokens += gen.reused
             obs, reward, terminated, truncated, info = envs[slot].step(gen.ids)
-            _record_segments(episode, info)
-            action = next(s for s in info["new_segments"] if s["kind"] == "action")
-            action_ids = episode.segments[int(action["id"])].ids
-            if action_ids != gen.ids:
+            episode.builder.step(info, reward=float(reward), logprobs=gen.logprobs)
+            action_ids = episode.builder.segments[episode.builder.turns[-1].action_id].ids
+            if list(action_ids) != gen.ids:
                 raise RuntimeError(
                     "the environment did not keep the generated ids verbatim as the action segment "
                     f"({len(gen.ids)} generated, {len(action_ids)} stored); the recorded log-probs would not line up"
                 )
-            episode.turns.append(TurnRecord(action_id=int(action["id"]), visible_ids=list(visible_before), logprobs=list(gen.logprobs)))
             episode.rewards.append(float(reward))
             if terminated or truncated:
-                metrics = dict(info.get("metrics", {}))
-                metrics["turn_rewards"] = list(episode.rewards)
-                metrics["truncated"] = bool(truncated and not terminated)
-                done[episode.index] = Episode(
-                    segments=[episode.segments[k] for k in sorted(episode.segments)],
-                    turns=episode.turns,
-                    reward=float(sum(episode.rewards)),
-                    metrics=metrics,
-                )
+                if not episode.builder.metrics:
+                    # Truncated by the token wrapper (context over max_length): the text env is still open.
+                    episode.builder.metrics = dict(envs[slot].unwrapped.metrics())
+                episode.builder.metrics["turn_rewards"] = list(episode.rewards)
+                episode.builder.metrics["truncation_reason"] = info.get("truncation_reason")
+                done[episode.index] = episode.builder.build()
                 stats.episodes += 1
                 if progress is not None:
                     progress.update(1)
                 start_next(slot)
             else:
-                _observe(episode, obs, info)
+                episode.context, episode.prefix_len = _context(obs, info), info.get("prefix_len")
     policy.reset_cache()
     stats.seconds = time.perf_counter() - start
     return [done[i] for i in range(len(seeds))], stats
