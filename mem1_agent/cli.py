@@ -10,7 +10,9 @@ import importlib
 import sys
 
 #: sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
