@@ -12,6 +12,7 @@ import sys
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
+    "train": ("mem1_agent.train", "train a MEM1 agent (sft, ppo, grpo, sft+ppo) from a YAML config"),
 }
 
 
