@@ -38,12 +38,11 @@ _SEED_STRIDE = 100_000
 # -- environments ------------------------------------------------------------------
 
 
-def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
-    """One ``TokenizedEnv`` over the env ``cfg`` describes (``overrides`` win over ``cfg.kwargs``)."""
+def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
+    """The text env ``cfg`` describes (``overrides`` win over ``cfg.kwargs``)."""
     import gymnasium as gym
 
     import mem1_gym  # noqa: F401  (registers the environments)
-    from mem1_gym.wrappers import TokenizedEnv
 
     kwargs: dict[str, Any] = {"memory": cfg.memory, **cfg.kwargs}
     if cfg.max_turns is not None:
@@ -59,7 +58,14 @@ def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
             env = gym.make(cfg.id, **kwargs)
     except TypeError as err:
         raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
-    return TokenizedEnv(env, tokenizer, max_length=cfg.max_length)
+    return env
+
+
+def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
+    """One ``TokenizedEnv`` over the env ``cfg`` describes."""
+    from mem1_gym.wrappers import TokenizedEnv
+
+    return TokenizedEnv(make_text_env(cfg, **overrides), tokenizer, max_length=cfg.max_length)
 
 
 def make_envs(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> list[Any]:
@@ -89,7 +95,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: Config, progress: bool = False) ->
     ev = cfg.eval
     sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0 if ev.greedy else cfg.sampling.temperature)
     policy = LMPolicy(model, tokenizer, sampling=sampling, generator=torch.Generator().manual_seed(ev.seed))
-    env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split})
+    env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split, "num_envs": max(1, min(ev.num_envs, ev.episodes))})
     results: dict[str, dict[str, float]] = {}
     for size in ev.sizes:
         overrides = {ev.scale_key: size} if ev.scale_key else {}
@@ -117,10 +123,10 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[Any]:
     """Episodes that follow ``env.unwrapped.oracle_action()`` (the SFT data)."""
-    from .sft import collect_oracle_episodes
+    from .sft import oracle_episode
 
-    env = make_env(cfg.env, tokenizer)
-    return collect_oracle_episodes(env, seeds)
+    env = make_text_env(cfg.env)
+    return [oracle_episode(env, tokenizer, int(seed), max_length=cfg.env.max_length) for seed in seeds]
 
 
 # -- the run --------------------------------------------------------------------------
@@ -147,7 +153,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from .models import PolicyWithValue, frozen_reference, load_policy
+        from .models import frozen_reference, load_policy
 
         self.cfg = cfg
         self.accelerator = Accelerator()
@@ -165,7 +171,7 @@ class Trainer:
         kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef
         self.ref = None
         if algo != "sft" and kl > 0:
-            self.ref = PolicyWithValue(frozen_reference(model), value_head=False).to(self.accelerator.device)
+            self.ref = frozen_reference(model).to(self.accelerator.device)
         self.model = model
         self.out = Path(cfg.train.output_dir)
         self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.rank)
@@ -288,7 +294,7 @@ class Trainer:
             batch = [data[order[(start + j) % len(data)]] for j in range(cfg.sft.batch_size)]
             self.model.train()
             t0 = time.perf_counter()
-            loss, n_tokens = sft_loss(self.model, batch, self.pad_id)
+            loss, n_tokens = sft_loss(self.model, batch, self.pad_id, self.cfg.model.attn_implementation)
             self.optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.sft.max_grad_norm)
