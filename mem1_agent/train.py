@@ -134,7 +134,10 @@ def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[A
 
 @dataclass
 class RunState:
-    """Where the run is: phase (``sft`` / ``rl`` / ``done``), steps done in it, evaluation results."""
+    """Where the run is: phase (``sft`` / ``rl``), steps done in it, evaluation results.
+
+    A finished phase keeps its step count, so rerunning with more steps or iterations continues it.
+    """
 
     phase: str
     step: int = 0
@@ -217,13 +220,19 @@ class Trainer:
         phase = _read(path).get("extra", {}).get("phase", self.state.phase)
         if phase != self.state.phase:
             self.state.phase = phase
-            self._prepare(phase if phase != "done" else "rl")
+            self._prepare(phase)
         loaded = load_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.accelerator, self.generator)
         if loaded is None:
             raise CheckpointError(f"{path} vanished while resuming")
         self.state.step = loaded["step"]
         self.state.results = loaded["extra"].get("results", {})
         return True
+
+    def ranks_in_sync(self) -> bool:
+        """Whether every process holds bit-identical parameters (collective)."""
+        sums = torch.stack([p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
+        gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
+        return bool((gathered == gathered[0]).all())
 
     def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
         """TensorBoard scalars (main process only)."""
@@ -250,19 +259,22 @@ class Trainer:
             self.state.results["before"] = self._evaluate("before")
         if self.state.phase == "sft":
             self._sft()
-            self.state.results["after_sft"] = self._evaluate("after_sft") if cfg.train.eval_after and cfg.train.algorithm == "sft+ppo" else self.state.results.get("after_sft")
-            self.state.phase, self.state.step = ("rl", 0) if cfg.train.algorithm == "sft+ppo" else ("done", self.state.step)
-            if self.state.phase == "rl":
+            if cfg.train.algorithm == "sft+ppo":
+                if cfg.train.eval_after and "after_sft" not in self.state.results:
+                    self.state.results["after_sft"] = self._evaluate("after_sft")
+                self.state.phase, self.state.step = "rl", 0
                 self._prepare("rl")
-            self.save()
+                self.save()
         if self.state.phase == "rl":
             self._rl()
-            self.state.phase = "done"
-            self.save()
         if cfg.train.eval_after and "after" not in self.state.results:
             self.state.results["after"] = self._evaluate("after")
             self.save()
         results = {k: v for k, v in self.state.results.items() if v is not None}
+        if self.accelerator.num_processes > 1:
+            results["ranks_in_sync"] = self.ranks_in_sync()
+            if not results["ranks_in_sync"]:
+                self.print("WARNING: parameters differ across processes")
         if self.accelerator.is_main_process:
             (self.out / "results.json").write_text(json.dumps(results, indent=2))
         if self.writer is not None:
@@ -301,6 +313,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
             scalars = {"loss": float(loss), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
             self.log(scalars, self.state.step, "sft")
             if bar is not None:
@@ -343,6 +356,7 @@ class Trainer:
                 "lr": float(self.scheduler.get_last_lr()[0]),
             }
             self.state.step += 1
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
             self.log(scalars, self.state.step, algo)
             if bar is not None:
                 bar.update(1)
