@@ -10,7 +10,10 @@ import importlib
 import sys
 
 #: sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("mem1_agent.evaluate", "evaluate a policy over env x memory x objectives x seeds (CSV, table, plots)"),
+    "serve-policy": ("mem1_agent.serve_policy", "serve an HF model as an OpenAI-compatible /v1/completions API"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
