@@ -49,7 +49,6 @@ import gymnasium as gym
 import numpy as np
 
 import mem1_gym  # noqa: F401  (registers the environments)
-from mem1_gym.context import hf_token_counter
 from mem1_gym.protocol import ANSWER, TagSet, format_turn, get_tag_set
 
 QA_ENV = "mem1_gym/MultiObjectiveQA-v0"
@@ -73,8 +72,11 @@ class EvalConfig:
         batch_size: episodes stepped together.
         out_dir: where ``results.csv``, ``results.md`` and the plots go.
         env_kwargs: extra keyword arguments for every env (e.g. ``dataset``, ``max_turns``).
-        tokenizer: HF tokenizer path/name to count tokens with for policies that have none
-            (e.g. the one a served model uses); whitespace words otherwise.
+        tokenizer: HF tokenizer path/name of the model behind an ``openai:`` policy: the envs then
+            speak its tokens (chat template on the prompt, exact counts); whitespace words otherwise.
+        max_context_tokens: longest context of a token-level env (longer episodes are truncated).
+        device: where an HF policy runs (``auto`` = cuda when available).
+        model_seed: seeds an HF policy's sampling.
         max_new_tokens: longest generated turn (model policies).
         temperature: sampling temperature (0 = greedy) for model policies.
         top_p: nucleus sampling for model policies.
@@ -94,6 +96,9 @@ class EvalConfig:
     out_dir: str = "runs/eval"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
+    max_context_tokens: int = 32768
+    device: str = "auto"
+    model_seed: int = 0
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
@@ -127,6 +132,21 @@ class Policy:
 
     name: str = "policy"
     tokenizer: Any = None
+    #: Context limit of the token-level envs of a policy with a tokenizer.
+    max_context_tokens: int = 32768
+
+    def wrap_env(self, env: gym.Env) -> gym.Env:
+        """The env as this policy talks to it.
+
+        Text when the policy has no tokenizer; otherwise a ``TokenizedEnv`` in its
+        tokens, so prompts carry its chat template and every token count
+        (``peak_tokens``, ``dependency``) is exact in the policy's own tokens.
+        """
+        if self.tokenizer is None:
+            return env
+        from mem1_gym.wrappers import TokenizedEnv
+
+        return TokenizedEnv(env, self.tokenizer, max_length=self.max_context_tokens)
 
     def start_episode(self, env: gym.Env, seed: int) -> None:
         """Called after ``env`` is reset for a new episode (seeded policies reseed here)."""
@@ -275,9 +295,16 @@ class OpenAICompletionsPolicy(Policy):
             raise RuntimeError(f"{url} answered without {len(prompts)} choices: {str(payload)[:300]}")
         return sorted(choices, key=lambda c: c.get("index", 0))
 
-    def act(self, observations: Sequence[str], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
+    def prompt_text(self, observation: Any, info: dict) -> str:
+        """The prompt for one observation: the text context, or the token context decoded."""
+        if isinstance(observation, str):
+            return observation
+        return self.tokenizer.decode(list(info["input_ids"]), skip_special_tokens=False)
+
+    def act(self, observations: Sequence[Any], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
         turns: list[str | list[int]] = []
-        for choice in self.complete(observations):
+        prompts = [self.prompt_text(obs, info) for obs, info in zip(observations, infos)]
+        for choice in self.complete(prompts):
             text = str(choice.get("text", ""))
             # vLLM names the matched stop string; other servers only say "stop".
             matched = choice.get("stop_reason")
@@ -287,6 +314,57 @@ class OpenAICompletionsPolicy(Policy):
                 text = close_open_action(text, self.tags)
             turns.append(text)
         return turns
+
+
+class HFPolicy(Policy):
+    """A Hugging Face causal LM, generating through :class:`~mem1_agent.policy.LMPolicy`.
+
+    Envs are token-level (``TokenizedEnv``): the model reads the exact context
+    ids and its generated ids go back verbatim; each env slot keeps its KV
+    cache between turns for the prefix that did not change.
+
+    Args:
+        lm_policy: an ``LMPolicy`` (model, tokenizer, sampling settings).
+        name: label in tables and plots.
+        max_context_tokens: context limit of the token-level envs.
+    """
+
+    def __init__(self, lm_policy: Any, name: str = "hf", max_context_tokens: int = 32768):
+        self.lm_policy = lm_policy
+        self.tokenizer = lm_policy.tokenizer
+        self.name = name
+        self.max_context_tokens = max_context_tokens
+
+    @classmethod
+    def load(cls, model: str, config: EvalConfig) -> HFPolicy:
+        """Load ``default``, ``tiny`` or an HF path/id with the sampling settings of ``config``."""
+        import torch
+
+        from .models import load_policy
+        from .policy import LMPolicy, SamplingConfig
+        from .serve_policy import resolve_device
+
+        try:
+            lm, tokenizer = load_policy(model, value_head=False, seed=config.model_seed)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot load model {model!r}: {err}") from None
+        lm.to(resolve_device(config.device)).eval()
+        sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  top_p=config.top_p)
+        generator = torch.Generator(device=next(lm.parameters()).device).manual_seed(config.model_seed)
+        lm_policy = LMPolicy(lm, tokenizer, tags=config.tags, sampling=sampling, generator=generator)
+        return cls(lm_policy, name=f"hf:{model}", max_context_tokens=config.max_context_tokens)
+
+    def start_episode(self, env: gym.Env, seed: int) -> None:
+        # A new episode shares nothing worth trusting with the slot's previous one.
+        self.lm_policy.reset_cache(id(env))
+
+    def act(self, observations: Sequence[Any], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
+        generations = self.lm_policy.act(observations, infos, keys=[id(env) for env in envs])
+        return [g.ids for g in generations]
+
+    def close(self) -> None:
+        self.lm_policy.reset_cache()
 
 
 def make_policy(config: EvalConfig) -> Policy:
@@ -306,13 +384,12 @@ def make_policy(config: EvalConfig) -> Policy:
             config.timeout_s, config.retries,
         )
     elif spec == "default" or spec.startswith("hf:"):
-        from .hf_policy import HFPolicy  # torch is imported only for model policies
-
-        policy = HFPolicy(spec.removeprefix("hf:"), config)
+        policy = HFPolicy.load(spec.removeprefix("hf:"), config)
     else:
         raise ValueError(f"unknown policy {spec!r}; use oracle, random, default, hf:PATH or openai:URL#MODEL")
     if tokenizer is not None:
         policy.tokenizer = tokenizer
+    policy.max_context_tokens = config.max_context_tokens
     return policy
 
 
@@ -407,7 +484,7 @@ class _Slot:
     env: gym.Env | None = None
     env_key: str = ""
     cell: Cell | None = None
-    obs: str = ""
+    obs: Any = None
     info: dict = field(default_factory=dict)
     episode_return: float = 0.0
     inference_s: float = 0.0
@@ -429,7 +506,6 @@ def run_eval(config: EvalConfig, policy: Policy | None = None) -> list[dict]:
         done = {tuple(row[c] for c in KEY_COLUMNS): row for row in read_results(csv_path)}
         cells = grid(config)
         pending = [c for c in cells if c.key(config, policy.name) not in done]
-        counter = hf_token_counter(policy.tokenizer) if policy.tokenizer is not None else None
         unit = token_unit(policy)
         bar = _progress(len(pending) * config.episodes, config.progress)
 
@@ -438,7 +514,7 @@ def run_eval(config: EvalConfig, policy: Policy | None = None) -> list[dict]:
             append_result(csv_path, row)
             done[cell.key(config, policy.name)] = _as_strings(row)
 
-        _run_cells(pending, config, policy, counter, finish, bar)
+        _run_cells(pending, config, policy, finish, bar)
         bar.close()
         return [_typed(done[c.key(config, policy.name)]) for c in cells]
     finally:
@@ -450,7 +526,6 @@ def _run_cells(
     cells: list[Cell],
     config: EvalConfig,
     policy: Policy,
-    counter: Callable[[str], int] | None,
     finish: Callable[[Cell, list[dict]], None],
     bar: Any,
 ) -> None:
@@ -462,7 +537,7 @@ def _run_cells(
         while True:
             for slot in slots:
                 if slot.cell is None and jobs:
-                    _start(slot, *jobs.popleft(), config, policy, counter)
+                    _start(slot, *jobs.popleft(), config, policy)
             active = [s for s in slots if s.cell is not None]
             if not active:
                 return
@@ -489,18 +564,15 @@ def _run_cells(
                 slot.env.close()
 
 
-def _start(slot: _Slot, cell: Cell, episode: int, config: EvalConfig, policy: Policy, counter: Any) -> None:
+def _start(slot: _Slot, cell: Cell, episode: int, config: EvalConfig, policy: Policy) -> None:
     """Reset ``slot`` for episode ``episode`` of ``cell``, reusing its env when the settings match."""
     kwargs = cell.env_kwargs(config)
     env_key = json.dumps([cell.env, kwargs], sort_keys=True, default=str)
     if slot.env is None or slot.env_key != env_key:
         if slot.env is not None:
             slot.env.close()
-        slot.env = gym.make(cell.env, **kwargs)
+        slot.env = policy.wrap_env(gym.make(cell.env, **kwargs))
         slot.env_key = env_key
-        if counter is not None:
-            # Counts then come in the policy's own tokens (set before reset: the transcript takes it there).
-            slot.env.unwrapped.token_counter = counter
     seed = episode_seed(cell.seed, episode)
     slot.obs, slot.info = slot.env.reset(seed=seed)
     slot.cell = cell
@@ -777,7 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--out", default=d.out_dir, dest="out_dir")
     p.add_argument("--env-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"dataset": "fictional"}\'')
-    p.add_argument("--tokenizer", default=None, help="HF tokenizer to count tokens with (for openai policies)")
+    p.add_argument("--tokenizer", default=None,
+                   help="HF tokenizer of the served model (openai policies) or to count oracle/random tokens in")
+    p.add_argument("--max-context-tokens", type=int, default=d.max_context_tokens)
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda (HF policies)")
+    p.add_argument("--model-seed", type=int, default=d.model_seed)
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--top-p", type=float, default=d.top_p)
@@ -807,7 +883,7 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "COLUMNS", "KEY_COLUMNS", "Cell", "EvalConfig", "OpenAICompletionsPolicy", "OraclePolicy", "PAPER_REFERENCES",
+    "COLUMNS", "KEY_COLUMNS", "Cell", "EvalConfig", "HFPolicy", "OpenAICompletionsPolicy", "OraclePolicy", "PAPER_REFERENCES",
     "Policy", "RandomFormatPolicy", "aggregate", "append_result", "close_open_action", "grid",
     "make_policy", "markdown_table", "plot_results", "read_results", "run_eval", "write_report",
 ]

@@ -203,3 +203,15 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     assert "| oracle | Lookup-v0 | full | 2 |" in out and (tmp_path / "results.md").exists()
     assert main(["eval", "--envs", "nope/Nothing-v0", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert len(read_results(tmp_path / "results.csv")) == 4
+
+
+def test_hf_policy_generates_token_level_turns(tmp_path):
+    # A random tiny model: the run exercises LMPolicy generation over TokenizedEnv, not the scores.
+    config = _config(tmp_path, policy="hf:tiny", objectives=[1, 2], memories=["mem1", "full"], episodes=2,
+                     batch_size=4, max_new_tokens=8, device="cpu")
+    rows = run_eval(config)
+    assert [r["policy"] for r in rows] == ["hf:tiny"] * 4
+    for row in rows:
+        assert row["turns"] == row["objectives"] + 2  # no valid answer: the turn limit ends it
+        assert row["token_unit"] != "whitespace" and row["peak_tokens"] > 0 and row["inference_s"] > 0
+    assert _by(rows, "full", 2)["peak_tokens"] > _by(rows, "mem1", 2)["peak_tokens"]
