@@ -1,0 +1,564 @@
+"""A seeded generator of a fictional multi-hop knowledge base.
+
+Every name in a world is invented from syllables, so a model cannot answer
+from pretraining: it has to search. A world has four kinds of entity:
+
+* cities (province, year settled),
+* organisations (kind, founder, founding year, headquarters city),
+* people (birth year and city, occupation, employer; some also died somewhere),
+* works (genre, author, publication year).
+
+Each entity yields one passage (people who died yield a second one), titled
+with the entity's name and stating its facts in plain sentences. Each fact
+sentence carries a keyword (``born``, ``employed``, ``founded``, ``settled``,
+``province``, ``headquarters``, ``written``, ``published``, ``died``) that no
+other sentence about the same entity uses, so a query of *subject name +
+keyword* finds the passage that states the fact. That is what the questions'
+``gold_queries`` are: one query per hop; the second hop names the bridge entity.
+
+Uniqueness and retrieval: every city, organisation, work and person family
+name owns a distinct invented token, drawn without replacement from a
+mixed-radix syllable space and decoded from its index. The syllable endings
+are chosen so the English Snowball stemmer leaves every token unchanged, so
+distinct names stay distinct after the retriever's analysis. Given names end
+in a vowel and family tokens in a consonant, so the two never collide.
+
+Generation is a single pass with numpy drawing all attributes up front; 100k
+passages take a few seconds and 1M well under a minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .schema import Passage, QADataset, QAItem
+
+#: Bump when the generated content changes, so cached indexes are rebuilt.
+GENERATOR_VERSION = "fictional-1"
+
+# Syllable inventories: a token is onset + one to three middles + a consonant
+# final. The finals are consonants that no Snowball suffix rule removes
+# (checked in tests: every generated token stems to itself).
+_ONSETS = (
+    "zor kep val quel tav bril dra fen gor hal jor kal lum mor nev orn pel rav sel tor ulm vor wex yor "
+    "zan bax cor dov esk fal gim hes ith jas kov lir mab nox oph pry quo rik syl tam vex wyn xan brak"
+).split()
+_MIDDLES = (
+    "ra li no ve ta mi ko su de ri na lo vi za pe ru gi ba fo ke du me so ga po ne bi ha zu to ma lu ti fa "
+    "ro ku sa do"
+).split()
+_FINALS = "k x th n m v b f p rn sk nth rk".split()
+# Given names end in a vowel; drawn with replacement (many people share one).
+_GIVEN_ENDINGS = ("", "ra", "na", "lo", "va", "ro")
+
+_OCCUPATIONS = (
+    "cartographer glassblower astronomer shipwright apothecary clockmaker weaver stonemason botanist "
+    "archivist falconer cooper tanner luthier engraver beekeeper surveyor lamplighter bookbinder "
+    "ropemaker chandler herbalist navigator mapmaker potter silversmith tailor brewer miller scribe "
+    "translator physician architect composer sculptor painter jeweller blacksmith vintner"
+).split()
+# Organisation name noun -> what such an organisation is.
+_ORGS = (
+    ("Institute", "a research institute"),
+    ("Guild", "a craft guild"),
+    ("Company", "a trading company"),
+    ("Society", "a scholarly society"),
+    ("Academy", "a learned academy"),
+    ("Foundry", "an iron foundry"),
+    ("Observatory", "an astronomical observatory"),
+    ("Bank", "a merchant bank"),
+    ("Conservatory", "a music conservatory"),
+    ("Library", "a public library"),
+    ("Press", "a printing house"),
+    ("Workshop", "an engineering workshop"),
+    ("Mint", "a coin mint"),
+    ("Shipyard", "a shipbuilding yard"),
+    ("Exchange", "a commodities exchange"),
+    ("Lodge", "a fraternal lodge"),
+    ("Hospital", "a charitable hospital"),
+    ("Theatre", "a playhouse"),
+)
+_WORK_NOUNS = (
+    "Codex Chronicle Saga Ballad Treatise Atlas Cantata Almanac Elegy Requiem Sonata Fable Gazette Canticle "
+    "Testament Ledger Compendium Nocturne Lament Herbal"
+).split()
+_GENRES = (
+    "epic poem",
+    "travel memoir",
+    "treatise on astronomy",
+    "comic opera",
+    "collection of fables",
+    "historical chronicle",
+    "book of recipes",
+    "naval handbook",
+    "philosophical dialogue",
+    "tragedy in verse",
+    "book of maps",
+    "herbal encyclopedia",
+)
+
+
+def _token_tiers() -> list[tuple[int, int]]:
+    """(middle count, how many tokens that length allows) for tokens of one, two and three middles."""
+    o, m, f = len(_ONSETS), len(_MIDDLES), len(_FINALS)
+    return [(1, o * m * f), (2, o * m * m * f), (3, o * m * m * m * f)]
+
+
+def _decode_token(index: int) -> str:
+    """The invented token with mixed-radix ``index`` (an injective map, so distinct indexes give distinct names)."""
+    for n_middles, size in _token_tiers():
+        if index < size:
+            break
+        index -= size
+    else:
+        raise ValueError("token index beyond the syllable space")
+    index, final = divmod(index, len(_FINALS))
+    middles = []
+    for _ in range(n_middles):
+        index, mid = divmod(index, len(_MIDDLES))
+        middles.append(_MIDDLES[mid])
+    return (_ONSETS[index] + "".join(middles) + _FINALS[final]).capitalize()
+
+
+def _draw_tokens(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` distinct invented tokens, preferring short ones when the world is small."""
+    capacity = 0
+    for _, size in _token_tiers():
+        capacity += size
+        # Draw from a space a few times larger than needed, so names stay short
+        # in small worlds but the draw is still spread out.
+        if capacity >= 4 * count:
+            break
+    if count > capacity:
+        raise ValueError(f"a world needs {count} distinct names; the syllable space holds {capacity}")
+    picks = rng.choice(capacity, size=count, replace=False)
+    return [_decode_token(int(i)) for i in picks]
+
+
+def _given_names() -> list[str]:
+    """The pool of given names (onset + middle + vowel ending), disjoint from family tokens."""
+    return [(o + m + e).capitalize() for o in _ONSETS[::2] for m in _MIDDLES[::2] for e in _GIVEN_ENDINGS]
+
+
+@dataclass
+class FictionalWorld(QADataset):
+    """A generated world: a :class:`QADataset` plus, per question, the passage ids that answer each hop.
+
+    Attributes:
+        gold_passages: question id -> passage id per hop (the passage holding that hop's answer).
+        seed: the generator seed.
+    """
+
+    gold_passages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    seed: int = 0
+
+
+# A question template: subject kind, hop count, and a builder that, given a
+# subject index and the world tables, returns (question, answer, gold queries,
+# gold passage ids), or None when the subject lacks the fact.
+_Builder = Callable[["_Tables", int], "tuple[str, str, tuple[str, ...], tuple[str, ...]] | None"]
+
+
+@dataclass
+class _Tables:
+    """Entity attributes of one world, as parallel arrays (index = entity number within its kind)."""
+
+    city: list[str]
+    province: list[str]
+    city_province: np.ndarray
+    city_settled: np.ndarray
+    org: list[str]
+    org_noun: np.ndarray
+    org_founder: np.ndarray
+    org_year: np.ndarray
+    org_hq: np.ndarray
+    person: list[str]
+    birth_year: np.ndarray
+    birth_city: np.ndarray
+    occupation: np.ndarray
+    employer: np.ndarray
+    death_year: np.ndarray  # 0 = no death recorded
+    death_city: np.ndarray
+    work: list[str]
+    work_genre: np.ndarray
+    work_author: np.ndarray
+    work_year: np.ndarray
+    # passage ids
+    city_pid: list[str] = field(default_factory=list)
+    org_pid: list[str] = field(default_factory=list)
+    person_pid: list[str] = field(default_factory=list)
+    death_pid: dict[int, str] = field(default_factory=dict)
+    work_pid: list[str] = field(default_factory=list)
+
+
+def _q_person_birth_city(t: _Tables, i: int):
+    p = t.person[i]
+    return f"In which city was {p} born?", t.city[t.birth_city[i]], (f"{p} born",), (t.person_pid[i],)
+
+
+def _q_person_birth_year(t: _Tables, i: int):
+    p = t.person[i]
+    return f"In which year was {p} born?", str(t.birth_year[i]), (f"{p} born",), (t.person_pid[i],)
+
+
+def _q_person_occupation(t: _Tables, i: int):
+    p = t.person[i]
+    return f"What is the occupation of {p}?", _OCCUPATIONS[t.occupation[i]], (f"{p} occupation",), (t.person_pid[i],)
+
+
+def _q_person_employer(t: _Tables, i: int):
+    p = t.person[i]
+    return f"Which organisation employs {p}?", t.org[t.employer[i]], (f"{p} employed",), (t.person_pid[i],)
+
+
+def _q_person_death_city(t: _Tables, i: int):
+    if not t.death_year[i]:
+        return None
+    p = t.person[i]
+    return f"In which city did {p} die?", t.city[t.death_city[i]], (f"{p} died",), (t.death_pid[i],)
+
+
+def _q_city_province(t: _Tables, i: int):
+    c = t.city[i]
+    return f"In which province is the city of {c}?", t.province[t.city_province[i]], (f"{c} province",), (t.city_pid[i],)
+
+
+def _q_city_settled(t: _Tables, i: int):
+    c = t.city[i]
+    return f"In which year was the city of {c} settled?", str(t.city_settled[i]), (f"{c} settled",), (t.city_pid[i],)
+
+
+def _q_org_founder(t: _Tables, i: int):
+    o = t.org[i]
+    return f"Who founded the {o}?", t.person[t.org_founder[i]], (f"{o} founded",), (t.org_pid[i],)
+
+
+def _q_org_year(t: _Tables, i: int):
+    o = t.org[i]
+    return f"In which year was the {o} founded?", str(t.org_year[i]), (f"{o} founded",), (t.org_pid[i],)
+
+
+def _q_org_hq(t: _Tables, i: int):
+    o = t.org[i]
+    return f"In which city does the {o} have its headquarters?", t.city[t.org_hq[i]], (f"{o} headquarters",), (t.org_pid[i],)
+
+
+def _q_work_author(t: _Tables, i: int):
+    w = t.work[i]
+    return f"Who wrote {w}?", t.person[t.work_author[i]], (f"{w} written",), (t.work_pid[i],)
+
+
+def _q_work_year(t: _Tables, i: int):
+    w = t.work[i]
+    return f"In which year was {w} published?", str(t.work_year[i]), (f"{w} published",), (t.work_pid[i],)
+
+
+def _q_work_genre(t: _Tables, i: int):
+    w = t.work[i]
+    return f"What kind of work is {w}?", _GENRES[t.work_genre[i]], (f"{w} genre written",), (t.work_pid[i],)
+
+
+def _q_work_author_birth_city(t: _Tables, i: int):
+    w, a = t.work[i], t.work_author[i]
+    return (
+        f"In which city was the author of {w} born?",
+        t.city[t.birth_city[a]],
+        (f"{w} written", f"{t.person[a]} born"),
+        (t.work_pid[i], t.person_pid[a]),
+    )
+
+
+def _q_work_author_birth_year(t: _Tables, i: int):
+    w, a = t.work[i], t.work_author[i]
+    return (
+        f"In which year was the author of {w} born?",
+        str(t.birth_year[a]),
+        (f"{w} written", f"{t.person[a]} born"),
+        (t.work_pid[i], t.person_pid[a]),
+    )
+
+
+def _q_work_author_employer(t: _Tables, i: int):
+    w, a = t.work[i], t.work_author[i]
+    return (
+        f"Which organisation employs the author of {w}?",
+        t.org[t.employer[a]],
+        (f"{w} written", f"{t.person[a]} employed"),
+        (t.work_pid[i], t.person_pid[a]),
+    )
+
+
+def _q_person_employer_founder(t: _Tables, i: int):
+    p, e = t.person[i], t.employer[i]
+    return (
+        f"Who founded the organisation that employs {p}?",
+        t.person[t.org_founder[e]],
+        (f"{p} employed", f"{t.org[e]} founded"),
+        (t.person_pid[i], t.org_pid[e]),
+    )
+
+
+def _q_person_employer_hq(t: _Tables, i: int):
+    p, e = t.person[i], t.employer[i]
+    return (
+        f"In which city does the organisation that employs {p} have its headquarters?",
+        t.city[t.org_hq[e]],
+        (f"{p} employed", f"{t.org[e]} headquarters"),
+        (t.person_pid[i], t.org_pid[e]),
+    )
+
+
+def _q_person_birth_province(t: _Tables, i: int):
+    p, c = t.person[i], t.birth_city[i]
+    return (
+        f"In which province is the city where {p} was born?",
+        t.province[t.city_province[c]],
+        (f"{p} born", f"{t.city[c]} province"),
+        (t.person_pid[i], t.city_pid[c]),
+    )
+
+
+def _q_org_founder_birth_city(t: _Tables, i: int):
+    o, f = t.org[i], t.org_founder[i]
+    return (
+        f"In which city was the founder of the {o} born?",
+        t.city[t.birth_city[f]],
+        (f"{o} founded", f"{t.person[f]} born"),
+        (t.org_pid[i], t.person_pid[f]),
+    )
+
+
+def _q_org_hq_province(t: _Tables, i: int):
+    o, c = t.org[i], t.org_hq[i]
+    return (
+        f"In which province is the headquarters of the {o}?",
+        t.province[t.city_province[c]],
+        (f"{o} headquarters", f"{t.city[c]} province"),
+        (t.org_pid[i], t.city_pid[c]),
+    )
+
+
+# name -> (subject kind, weight, builder). Weights give about half single-hop, half two-hop.
+_TEMPLATES: dict[str, tuple[str, float, _Builder]] = {
+    "person_birth_city": ("person", 1.0, _q_person_birth_city),
+    "person_birth_year": ("person", 0.6, _q_person_birth_year),
+    "person_occupation": ("person", 0.8, _q_person_occupation),
+    "person_employer": ("person", 0.8, _q_person_employer),
+    "person_death_city": ("person", 0.5, _q_person_death_city),
+    "city_province": ("city", 0.3, _q_city_province),
+    "city_settled": ("city", 0.3, _q_city_settled),
+    "org_founder": ("org", 0.6, _q_org_founder),
+    "org_year": ("org", 0.4, _q_org_year),
+    "org_hq": ("org", 0.5, _q_org_hq),
+    "work_author": ("work", 0.8, _q_work_author),
+    "work_year": ("work", 0.5, _q_work_year),
+    "work_genre": ("work", 0.4, _q_work_genre),
+    "work_author_birth_city": ("work", 1.2, _q_work_author_birth_city),
+    "work_author_birth_year": ("work", 0.6, _q_work_author_birth_year),
+    "work_author_employer": ("work", 0.8, _q_work_author_employer),
+    "person_employer_founder": ("person", 1.2, _q_person_employer_founder),
+    "person_employer_hq": ("person", 0.8, _q_person_employer_hq),
+    "person_birth_province": ("person", 0.8, _q_person_birth_province),
+    "org_founder_birth_city": ("org", 0.8, _q_org_founder_birth_city),
+    "org_hq_province": ("org", 0.4, _q_org_hq_province),
+}
+
+
+def world_fingerprint(seed: int, n_passages: int) -> str:
+    """Identifies a world's corpus: generator version + seed + size (keys cached indexes)."""
+    digest = hashlib.sha256(f"{GENERATOR_VERSION}/{seed}/{n_passages}".encode()).hexdigest()[:12]
+    return f"fictional-s{seed}-n{n_passages}-{digest}"
+
+
+def _plan_sizes(n_passages: int) -> dict[str, int]:
+    """How many entities of each kind give exactly ``n_passages`` passages."""
+    cities = max(3, round(0.05 * n_passages))
+    orgs = max(3, round(0.10 * n_passages))
+    works = max(3, round(0.25 * n_passages))
+    person_passages = n_passages - cities - orgs - works
+    # One person in five has a second ("later life") passage: persons * 1.2 == person_passages.
+    persons = max(2, round(person_passages / 1.2))
+    deaths = person_passages - persons
+    if deaths < 0 or deaths > persons:
+        raise ValueError(f"n_passages={n_passages} is too small for a world (need at least 20)")
+    return {
+        "cities": cities,
+        "provinces": max(2, cities // 8),
+        "orgs": orgs,
+        "works": works,
+        "persons": persons,
+        "deaths": deaths,
+    }
+
+
+def _draw_tables(rng: np.random.Generator, sizes: dict[str, int]) -> _Tables:
+    """Draw every entity's name and attributes for a world of the given sizes."""
+    nc, nr, no, nw, npers = sizes["cities"], sizes["provinces"], sizes["orgs"], sizes["works"], sizes["persons"]
+    tokens = _draw_tokens(rng, nc + nr + no + nw + npers)
+    cut = np.cumsum([nc, nr, no, nw])
+    city, province = tokens[: cut[0]], tokens[cut[0] : cut[1]]
+    org_tok, work_tok, family = tokens[cut[1] : cut[2]], tokens[cut[2] : cut[3]], tokens[cut[3] :]
+    del tokens
+
+    org_noun = rng.integers(len(_ORGS), size=no)
+    org = [f"{t} {_ORGS[k][0]}" for t, k in zip(org_tok, org_noun)]
+    work_noun = rng.integers(len(_WORK_NOUNS), size=nw)
+    work = [f"The {t} {_WORK_NOUNS[k]}" for t, k in zip(work_tok, work_noun)]
+    given_pool = _given_names()
+    given = rng.integers(len(given_pool), size=npers)
+    person = [f"{given_pool[g]} {f}" for g, f in zip(given, family)]
+
+    birth_year = rng.integers(1500, 1900, size=npers)
+    death_year = np.zeros(npers, dtype=np.int64)
+    dead = rng.choice(npers, size=sizes["deaths"], replace=False)
+    death_year[dead] = birth_year[dead] + rng.integers(30, 90, size=len(dead))
+    org_founder = rng.integers(npers, size=no)
+    work_author = rng.integers(npers, size=nw)
+    return _Tables(
+        city=city,
+        province=province,
+        city_province=rng.integers(nr, size=nc),
+        city_settled=rng.integers(700, 1500, size=nc),
+        org=org,
+        org_noun=org_noun,
+        org_founder=org_founder,
+        org_year=birth_year[org_founder] + rng.integers(20, 60, size=no),
+        org_hq=rng.integers(nc, size=no),
+        person=person,
+        birth_year=birth_year,
+        birth_city=rng.integers(nc, size=npers),
+        occupation=rng.integers(len(_OCCUPATIONS), size=npers),
+        employer=rng.integers(no, size=npers),
+        death_year=death_year,
+        death_city=rng.integers(nc, size=npers),
+        work=work,
+        work_genre=rng.integers(len(_GENRES), size=nw),
+        work_author=work_author,
+        work_year=birth_year[work_author] + rng.integers(18, 70, size=nw),
+    )
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' for an English noun phrase."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _write_corpus(t: _Tables) -> list[Passage]:
+    """All passages of a world, assigning passage ids into the tables as it goes."""
+    corpus: list[Passage] = []
+    add = corpus.append
+
+    def new_id() -> str:
+        return str(len(corpus))
+
+    for i, c in enumerate(t.city):
+        pid = new_id()
+        t.city_pid.append(pid)
+        text = (
+            f"{c} is a city in the province of {t.province[t.city_province[i]]}. "
+            f"The city of {c} was settled in {t.city_settled[i]}."
+        )
+        add(Passage(pid, c, text))
+    for i, o in enumerate(t.org):
+        pid = new_id()
+        t.org_pid.append(pid)
+        text = (
+            f"The {o} is {_ORGS[t.org_noun[i]][1]}, founded in {t.org_year[i]} by {t.person[t.org_founder[i]]}. "
+            f"The headquarters of the {o} are in the city of {t.city[t.org_hq[i]]}."
+        )
+        add(Passage(pid, o, text))
+    for i, p in enumerate(t.person):
+        pid = new_id()
+        t.person_pid.append(pid)
+        job = _OCCUPATIONS[t.occupation[i]]
+        text = (
+            f"{p} was born in {t.birth_year[i]} in the city of {t.city[t.birth_city[i]]}. "
+            f"By occupation {p} is {_article(job)} {job}, employed by the {t.org[t.employer[i]]}."
+        )
+        add(Passage(pid, p, text))
+        if t.death_year[i]:
+            pid = new_id()
+            t.death_pid[i] = pid
+            text = f"In later life {p} moved to the city of {t.city[t.death_city[i]]}, where {p} died in {t.death_year[i]}."
+            add(Passage(pid, p, text))
+    for i, w in enumerate(t.work):
+        pid = new_id()
+        t.work_pid.append(pid)
+        genre = _GENRES[t.work_genre[i]]
+        text = f"{w} is {_article(genre)} {genre} written by {t.person[t.work_author[i]]} and published in {t.work_year[i]}."
+        add(Passage(pid, w, text))
+    return corpus
+
+
+def _write_questions(
+    t: _Tables, rng: np.random.Generator, n_questions: int
+) -> tuple[list[QAItem], dict[str, tuple[str, ...]]]:
+    """``n_questions`` distinct questions (template, subject) spread over the templates by weight."""
+    kinds = {"person": len(t.person), "city": len(t.city), "org": len(t.org), "work": len(t.work)}
+    names = list(_TEMPLATES)
+    weights = np.array([_TEMPLATES[n][1] for n in names])
+    quota = np.floor(weights / weights.sum() * n_questions).astype(int)
+    quota[: n_questions - quota.sum()] += 1  # hand out the rounding remainder
+    items: list[QAItem] = []
+    gold: dict[str, tuple[str, ...]] = {}
+    for name, want in zip(names, quota):
+        kind, _, build = _TEMPLATES[name]
+        subjects = rng.choice(kinds[kind], size=min(int(want), kinds[kind]), replace=False)
+        for s in subjects.tolist():
+            made = build(t, s)
+            if made is None:
+                continue
+            question, answer, queries, pids = made
+            qid = f"{name}:{s}"
+            items.append(QAItem(qid, question, (answer,), queries, len(queries)))
+            gold[qid] = pids
+    order = rng.permutation(len(items))
+    return [items[i] for i in order], gold
+
+
+def generate_world(
+    seed: int,
+    n_passages: int,
+    *,
+    n_questions: int | None = None,
+    split_seed: int = 0,
+    test_fraction: float = 0.1,
+) -> FictionalWorld:
+    """Generate a fictional world of exactly ``n_passages`` passages.
+
+    Args:
+        seed: world seed; different seeds give different names and facts.
+        n_passages: corpus size (20 to a few million; 100 to 1M is the tested range).
+        n_questions: how many questions to write (default ``min(n_passages, 50_000)``).
+        split_seed: seed of the train/test split of the questions (not of the world).
+        test_fraction: share of questions in ``test`` (at least one question).
+
+    Returns:
+        A :class:`FictionalWorld` with splits ``train`` and ``test`` (disjoint) and a
+        ``fingerprint`` naming generator version, seed and size.
+    """
+    if n_passages < 20:
+        raise ValueError(f"n_passages must be at least 20, got {n_passages}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng([seed, n_passages])
+    tables = _draw_tables(rng, _plan_sizes(n_passages))
+    corpus = _write_corpus(tables)
+    questions, gold = _write_questions(tables, rng, n_questions or min(n_passages, 50_000))
+    split_rng = np.random.default_rng([seed, n_passages, split_seed, 1])
+    order = split_rng.permutation(len(questions))
+    n_test = max(1, round(test_fraction * len(questions)))
+    test = [questions[i] for i in sorted(order[:n_test].tolist())]
+    train = [questions[i] for i in sorted(order[n_test:].tolist())]
+    return FictionalWorld(
+        name="fictional",
+        corpus=corpus,
+        splits={"train": train, "test": test},
+        fingerprint=world_fingerprint(seed, n_passages),
+        gold_passages=gold,
+        seed=seed,
+    )
