@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from .schema import Passage, QADataset, QAItem
+from .splits import split_train_test
 
 #: Bump when the generated content changes, so cached indexes are rebuilt.
 GENERATOR_VERSION = "fictional-1"
@@ -543,21 +544,14 @@ def generate_world(
     """
     if n_passages < 20:
         raise ValueError(f"n_passages must be at least 20, got {n_passages}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = np.random.default_rng([seed, n_passages])
     tables = _draw_tables(rng, _plan_sizes(n_passages))
     corpus = _write_corpus(tables)
     questions, gold = _write_questions(tables, rng, n_questions or min(n_passages, 50_000))
-    split_rng = np.random.default_rng([seed, n_passages, split_seed, 1])
-    order = split_rng.permutation(len(questions))
-    n_test = max(1, round(test_fraction * len(questions)))
-    test = [questions[i] for i in sorted(order[:n_test].tolist())]
-    train = [questions[i] for i in sorted(order[n_test:].tolist())]
     return FictionalWorld(
         name="fictional",
         corpus=corpus,
-        splits={"train": train, "test": test},
+        splits=split_train_test(questions, [seed, n_passages, split_seed], test_fraction),
         fingerprint=world_fingerprint(seed, n_passages),
         gold_passages=gold,
         seed=seed,
