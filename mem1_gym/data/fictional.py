@@ -54,7 +54,7 @@ _MIDDLES = (
 ).split()
 _FINALS = "k x th n m v b f p rn sk nth rk".split()
 # Given names end in a vowel; drawn with replacement (many people share one).
-_GIVEN_ENDINGS = ("", "ra", "na", "lo", "va", "ro")
+_GIVEN_ENDINGS = ("ra", "na", "lo", "va", "ro", "la")
 
 _OCCUPATIONS = (
     "cartographer glassblower astronomer shipwright apothecary clockmaker weaver stonemason botanist "
@@ -484,7 +484,9 @@ def _write_corpus(t: _Tables) -> list[Passage]:
         if t.death_year[i]:
             pid = new_id()
             t.death_pid[i] = pid
-            text = f"In later life {p} moved to the city of {t.city[t.death_city[i]]}, where {p} died in {t.death_year[i]}."
+            # The name stays in the title only, so this short passage does not
+            # outrank the main one on name-only matches (it is found by "died").
+            text = f"In later life they moved to the city of {t.city[t.death_city[i]]}, where they died in {t.death_year[i]}."
             add(Passage(pid, p, text))
     for i, w in enumerate(t.work):
         pid = new_id()
