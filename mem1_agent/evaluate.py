@@ -406,7 +406,9 @@ def token_unit(policy: Policy) -> str:
     """How token counts of this policy's cells are measured."""
     if policy.tokenizer is None:
         return "whitespace"
-    return str(getattr(policy.tokenizer, "name_or_path", "") or type(policy.tokenizer).__name__)
+    # The folder name is enough to tell tokenizers apart in a table.
+    name = str(getattr(policy.tokenizer, "name_or_path", "") or "").rstrip("/")
+    return Path(name).name if name else type(policy.tokenizer).__name__
 
 
 # -- the grid --------------------------------------------------------------------
@@ -757,6 +759,11 @@ def markdown_table(rows: Iterable[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LINE_STYLES = ["-", "--", ":", "-."]
+_LINE_MARKERS = ["o", "s", "^", "v"]
+_REFERENCE_MARKERS = ["*", "D", "P", "X"]
+
+
 def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per (policy, env): score and peak tokens vs N, a line per memory policy, paper points alongside."""
     import matplotlib
@@ -770,19 +777,19 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
         mine = [r for r in agg if r["policy"] == policy and r["env"] == env_id]
         col, label, scale = _score_name(env_id)
         fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for memory in sorted({r["memory"] for r in mine}):
+        # Memory policies can coincide (mem1 == window:1): distinct dashes and markers keep both visible.
+        styles = zip(sorted({r["memory"] for r in mine}), _LINE_STYLES * 4, _LINE_MARKERS * 4)
+        for memory, linestyle, marker in styles:
             pts = sorted((r for r in mine if r["memory"] == memory), key=lambda r: r["objectives"])
             xs = [r["objectives"] for r in pts]
-            ax_score.plot(xs, [scale * r[col] for r in pts], marker="o", label=f"{memory}")
-            ax_peak.plot(xs, [r["peak_tokens"] for r in pts], marker="o", label=f"{memory}")
-        for (name, n, score, peak), marker in zip(_references(env_id), ("*", "D", "P", "X")):
-            ax_score.scatter([n], [score], marker=marker, s=120, color="black", zorder=5, label=name)
-            ax_score.annotate(f"{name}: {score}", (n, score), textcoords="offset points", xytext=(-8, 8),
-                              ha="right", fontsize=8)
-            if peak is not None:
-                ax_peak.scatter([n], [peak], marker=marker, s=120, color="black", zorder=5, label=name)
-                ax_peak.annotate(f"{name}: {peak:.0f}", (n, peak), textcoords="offset points", xytext=(-8, 8),
-                                 ha="right", fontsize=8)
+            for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
+                ax.plot(xs, ys, linestyle=linestyle, marker=marker, markerfacecolor="none", label=memory)
+        for (name, n, score, peak), marker in zip(_references(env_id), _REFERENCE_MARKERS):
+            for ax, y in ((ax_score, score), (ax_peak, peak)):
+                if y is None:
+                    continue
+                ax.scatter([n], [y], marker=marker, s=130, color="black", zorder=5, label=name)
+                ax.annotate(f"{y:g}", (n, y), textcoords="offset points", xytext=(-10, 6), ha="right", fontsize=8)
         ns = sorted({r["objectives"] for r in mine} | {n for _, n, _, _ in _references(env_id)})
         unit = mine[0]["token_unit"]
         for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({unit})")):
@@ -792,6 +799,7 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
             ax.set_xlabel("number of objectives N")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
+            ax.margins(y=0.1)
             ax.legend(fontsize=8)
         fig.suptitle(f"{env_id} — policy {policy}")
         fig.tight_layout()
