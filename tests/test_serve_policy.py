@@ -117,6 +117,27 @@ def test_openai_policy_evaluates_an_episode_through_the_server(server, tmp_path)
     assert tok_row["peak_tokens"] > row["peak_tokens"]  # BPE pieces outnumber whitespace words
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and transformers
+def test_serve_policy_command(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mem1_agent.cli", "serve-policy", "--model", "tiny", "--port", "0", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving 'tiny' on http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
+        url = line.split(" on ")[1].strip().removesuffix("/v1/completions")
+        assert _get(url + "/health")["model"] == "tiny"
+        status, out = _post(url, {"prompt": "<IS>", "max_tokens": 3})
+        assert status == 200 and len(out["choices"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_unreachable_server_is_a_clear_error(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
