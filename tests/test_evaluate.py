@@ -214,6 +214,7 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
     assert len(read_results(tmp_path / "results.csv")) == 4
 
 
+@pytest.mark.slow  # loads transformers and a (tiny) model
 def test_hf_policy_generates_token_level_turns(tmp_path):
     # A random tiny model: the run exercises LMPolicy generation over TokenizedEnv, not the scores.
     config = _config(tmp_path, policy="hf:tiny", objectives=[2], memories=["mem1", "full"], episodes=2,
