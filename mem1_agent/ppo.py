@@ -355,30 +355,58 @@ def ppo_update(
     scheduler: Any = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """``update_epochs`` x ``num_minibatches`` optimizer steps with micro-batch gradient accumulation."""
-    n = len(batch.episodes)
+    """``update_epochs`` x ``num_minibatches`` optimizer steps on the PPO loss."""
+    return minibatch_update(
+        model, optimizer, batch.mask, lambda part: ppo_loss(model, batch, part, cfg, pad_id),
+        cfg.update_epochs, cfg.num_minibatches, cfg.micro_batch_size, cfg.max_grad_norm,
+        accelerator, scheduler, generator,
+    )
+
+
+def minibatch_update(
+    model: Any,
+    optimizer: Any,
+    mask: torch.Tensor,
+    loss_fn: Callable[[list[int]], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    update_epochs: int,
+    num_minibatches: int,
+    micro_batch_size: int,
+    max_grad_norm: float,
+    accelerator: Any = None,
+    scheduler: Any = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Shuffled mini-batches of episodes, micro-batch gradient accumulation, clipping, one step each.
+
+    ``mask`` (episodes, T) marks action tokens; ``loss_fn(episode_indices)`` returns a token-mean
+    loss over those episodes and its diagnostics. Shared by PPO and GRPO.
+    """
+    n = mask.shape[0]
     totals: dict[str, float] = {}
     count = 0
     model.train()
-    for _ in range(cfg.update_epochs):
+    for _ in range(update_epochs):
         order = torch.randperm(n, generator=generator).tolist()
-        for minibatch in _split(order, cfg.num_minibatches):
-            micro = [minibatch[i : i + cfg.micro_batch_size] for i in range(0, len(minibatch), cfg.micro_batch_size)]
-            tokens = float(batch.mask[minibatch].sum()) or 1.0
+        for minibatch in _split(order, num_minibatches):
+            micro = [minibatch[i : i + micro_batch_size] for i in range(0, len(minibatch), micro_batch_size)]
+            tokens = float(mask[minibatch].sum()) or 1.0
             optimizer.zero_grad(set_to_none=True)
             for part in micro:
-                loss, stats = ppo_loss(model, batch, part, cfg, pad_id)
+                loss, stats = loss_fn(part)
                 # Weight micro-batches by their share of the mini-batch's action tokens so the
                 # accumulated gradient is that of the token mean over the whole mini-batch.
-                weight = float(batch.mask[part].sum()) / tokens
-                (accelerator.backward(loss * weight) if accelerator is not None else (loss * weight).backward())
+                weight = float(mask[part].sum()) / tokens
+                if accelerator is not None:
+                    accelerator.backward(loss * weight)
+                else:
+                    (loss * weight).backward()
                 for k, v in stats.items():
                     totals[k] = totals.get(k, 0.0) + float(v) * weight
             params = [p for p in model.parameters() if p.requires_grad]
             if accelerator is not None:
-                grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
             else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm)
             optimizer.step()
             if scheduler is not None:
