@@ -21,6 +21,10 @@ continues where it stopped (finished cells are recognised by their key
 columns). :func:`write_report` adds a Markdown table and PNG plots with the
 paper's reference figures drawn alongside.
 
+Policies live in :mod:`mem1_agent.eval_policies`, tables and plots in
+:mod:`mem1_agent.eval_report`; this module holds the grid, the batched
+episode loop, the results file and the command line.
+
 Function API::
 
     rows = run_eval(EvalConfig(policy="oracle", memories=["full", "mem1"]))
@@ -31,25 +35,35 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import inspect
 import json
 import math
 import os
-import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
 import mem1_gym  # noqa: F401  (registers the environments)
-from mem1_gym.protocol import ANSWER, TagSet, format_turn, get_tag_set
+from mem1_gym.protocol import get_tag_set
+
+from .eval_policies import (
+    HFPolicy,
+    OpenAICompletionsPolicy,
+    OraclePolicy,
+    Policy,
+    RandomFormatPolicy,
+    close_open_action,
+    load_tokenizer,
+    token_unit,
+)
+from .eval_report import PAPER_REFERENCES, RESULTS_CSV, aggregate, markdown_table, plot_results, write_report
 
 QA_ENV = "mem1_gym/MultiObjectiveQA-v0"
 
@@ -121,256 +135,10 @@ class EvalConfig:
 # -- policies ------------------------------------------------------------------
 
 
-class Policy:
-    """What ``run_eval`` drives: a batch of observations in, a batch of turns out.
-
-    Attributes:
-        name: short label for tables and plots.
-        tokenizer: HF tokenizer the policy reads and writes with, or None
-            (token counts then fall back to whitespace words).
-    """
-
-    name: str = "policy"
-    tokenizer: Any = None
-    #: Context limit of the token-level envs of a policy with a tokenizer.
-    max_context_tokens: int = 32768
-
-    def wrap_env(self, env: gym.Env) -> gym.Env:
-        """The env as this policy talks to it.
-
-        Text when the policy has no tokenizer; otherwise a ``TokenizedEnv`` in its
-        tokens, so prompts carry its chat template and every token count
-        (``peak_tokens``, ``dependency``) is exact in the policy's own tokens.
-        """
-        if self.tokenizer is None:
-            return env
-        from mem1_gym.wrappers import TokenizedEnv
-
-        return TokenizedEnv(env, self.tokenizer, max_length=self.max_context_tokens)
-
-    def start_episode(self, env: gym.Env, seed: int) -> None:
-        """Called after ``env`` is reset for a new episode (seeded policies reseed here)."""
-
-    def act(self, observations: Sequence[str], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
-        """One turn (text or generated token ids) per observation."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what the policy holds."""
-
-
-class OraclePolicy(Policy):
-    """The environment's expert (``env.unwrapped.oracle_action()``): the upper bound."""
-
-    name = "oracle"
-
-    def act(self, observations: Sequence[str], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
-        return [env.unwrapped.oracle_action() for env in envs]
-
-
-class RandomFormatPolicy(Policy):
-    """Random well-formed turns: the format-only baseline.
-
-    Each turn has an internal state and one action the env accepts, whose
-    argument is made of words drawn from the observation; answers hold one
-    random word per objective. Seeded per episode, so results do not depend
-    on batching.
-    """
-
-    name = "random"
-
-    def __init__(self, words_per_field: int = 4):
-        self.words_per_field = words_per_field
-        self._rngs: dict[int, np.random.Generator] = {}
-
-    def start_episode(self, env: gym.Env, seed: int) -> None:
-        self._rngs[id(env)] = np.random.default_rng(seed)
-
-    def act(self, observations: Sequence[str], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
-        turns: list[str | list[int]] = []
-        for obs, env in zip(observations, envs):
-            rng = self._rngs.setdefault(id(env), np.random.default_rng(0))
-            base = env.unwrapped
-            words = re.findall(r"[A-Za-z0-9]+", obs) or ["nothing"]
-            role = str(rng.choice(list(base.roles)))
-
-            def draw(k: int) -> str:
-                return " ".join(str(w) for w in rng.choice(words, size=k))
-
-            if role == ANSWER:
-                argument = "; ".join(draw(1) for _ in range(int(getattr(base, "n_objectives", 1))))
-            else:
-                argument = draw(self.words_per_field)
-            turns.append(format_turn(draw(self.words_per_field), role, argument, base.tags))
-        return turns
-
-
-def close_open_action(text: str, tags: TagSet) -> str:
-    """Re-append the closing action tag that a server's ``stop`` removed.
-
-    OpenAI-compatible servers drop the stop string from the returned text;
-    the env needs it to parse the action, so the last action tag opened and
-    not closed is closed again.
-    """
-    names = "|".join(re.escape(t) for t in tags.actions.values())
-    opened = list(re.finditer(rf"<({names})>", text))
-    if not opened or f"</{opened[-1].group(1)}>" in text[opened[-1].end():]:
-        return text
-    return text + f"</{opened[-1].group(1)}>"
-
-
-class OpenAICompletionsPolicy(Policy):
-    """Client of an OpenAI-compatible ``/v1/completions`` endpoint (vLLM, ``mem1 serve-policy``).
-
-    The observation (the visible context) is sent verbatim as the prompt; the
-    batch goes out as one request with a list of prompts. Generation stops at
-    the closing action tags of ``tags``, which are put back on the text.
-    Only the standard library is used.
-
-    Args:
-        base_url: e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is accepted).
-        model: the served model's name.
-        tags: tag set the model was trained with.
-        max_tokens, temperature, top_p: sampling settings sent with every request.
-        timeout: seconds per request.
-        retries: further attempts after a failed request.
-        tokenizer: HF tokenizer matching the served model, used to count tokens (optional).
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        tags: str | TagSet = "paper",
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        timeout: float = 120.0,
-        retries: int = 2,
-        tokenizer: Any = None,
-    ):
-        self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.model = model
-        self.tags = get_tag_set(tags)
-        self.stop = self.tags.closing_tags()
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.timeout = timeout
-        self.retries = retries
-        self.tokenizer = tokenizer
-        self.name = f"openai:{model}"
-
-    def complete(self, prompts: Sequence[str]) -> list[dict]:
-        """POST the prompts; return the ``choices`` ordered like ``prompts``."""
-        body = json.dumps(
-            {
-                "model": self.model,
-                "prompt": list(prompts),
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "stop": self.stop,
-            }
-        ).encode()
-        url = f"{self.base_url}/v1/completions"
-        last_error = ""
-        for _attempt in range(self.retries + 1):
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    payload = json.loads(response.read().decode())
-                break
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode(errors="replace")[:500]
-                if 400 <= err.code < 500:  # the request itself is wrong: retrying cannot help
-                    raise RuntimeError(f"{url} refused the request (HTTP {err.code}): {detail}") from None
-                last_error = f"HTTP {err.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as err:
-                last_error = str(getattr(err, "reason", err))
-        else:
-            raise RuntimeError(f"cannot get completions from {url} after {self.retries + 1} attempts: {last_error}")
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not isinstance(choices, list) or len(choices) != len(prompts):
-            raise RuntimeError(f"{url} answered without {len(prompts)} choices: {str(payload)[:300]}")
-        return sorted(choices, key=lambda c: c.get("index", 0))
-
-    def prompt_text(self, observation: Any, info: dict) -> str:
-        """The prompt for one observation: the text context, or the token context decoded."""
-        if isinstance(observation, str):
-            return observation
-        return self.tokenizer.decode(list(info["input_ids"]), skip_special_tokens=False)
-
-    def act(self, observations: Sequence[Any], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
-        turns: list[str | list[int]] = []
-        prompts = [self.prompt_text(obs, info) for obs, info in zip(observations, infos)]
-        for choice in self.complete(prompts):
-            text = str(choice.get("text", ""))
-            # vLLM names the matched stop string; other servers only say "stop".
-            matched = choice.get("stop_reason")
-            if isinstance(matched, str) and matched in self.stop:
-                text += matched
-            elif choice.get("finish_reason") == "stop":
-                text = close_open_action(text, self.tags)
-            turns.append(text)
-        return turns
-
-
-class HFPolicy(Policy):
-    """A Hugging Face causal LM, generating through :class:`~mem1_agent.policy.LMPolicy`.
-
-    Envs are token-level (``TokenizedEnv``): the model reads the exact context
-    ids and its generated ids go back verbatim; each env slot keeps its KV
-    cache between turns for the prefix that did not change.
-
-    Args:
-        lm_policy: an ``LMPolicy`` (model, tokenizer, sampling settings).
-        name: label in tables and plots.
-        max_context_tokens: context limit of the token-level envs.
-    """
-
-    def __init__(self, lm_policy: Any, name: str = "hf", max_context_tokens: int = 32768):
-        self.lm_policy = lm_policy
-        self.tokenizer = lm_policy.tokenizer
-        self.name = name
-        self.max_context_tokens = max_context_tokens
-
-    @classmethod
-    def load(cls, model: str, config: EvalConfig) -> HFPolicy:
-        """Load ``default``, ``tiny`` or an HF path/id with the sampling settings of ``config``."""
-        import torch
-
-        from .models import load_policy
-        from .policy import LMPolicy, SamplingConfig
-        from .serve_policy import resolve_device
-
-        try:
-            lm, tokenizer = load_policy(model, value_head=False, seed=config.model_seed)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot load model {model!r}: {err}") from None
-        lm.to(resolve_device(config.device)).eval()
-        sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                  top_p=config.top_p)
-        generator = torch.Generator(device=next(lm.parameters()).device).manual_seed(config.model_seed)
-        lm_policy = LMPolicy(lm, tokenizer, tags=config.tags, sampling=sampling, generator=generator)
-        return cls(lm_policy, name=f"hf:{model}", max_context_tokens=config.max_context_tokens)
-
-    def start_episode(self, env: gym.Env, seed: int) -> None:
-        # A new episode shares nothing worth trusting with the slot's previous one.
-        self.lm_policy.reset_cache(id(env))
-
-    def act(self, observations: Sequence[Any], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
-        generations = self.lm_policy.act(observations, infos, keys=[id(env) for env in envs])
-        return [g.ids for g in generations]
-
-    def close(self) -> None:
-        self.lm_policy.reset_cache()
-
-
 def make_policy(config: EvalConfig) -> Policy:
     """Build the policy named by ``config.policy``."""
     spec = config.policy
-    tokenizer = _load_tokenizer(config.tokenizer) if config.tokenizer else None
+    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
     if spec == "oracle":
         policy: Policy = OraclePolicy()
     elif spec == "random":
@@ -384,31 +152,16 @@ def make_policy(config: EvalConfig) -> Policy:
             config.timeout_s, config.retries,
         )
     elif spec == "default" or spec.startswith("hf:"):
-        policy = HFPolicy.load(spec.removeprefix("hf:"), config)
+        policy = HFPolicy.load(
+            spec.removeprefix("hf:"), config.tags, config.max_new_tokens, config.temperature, config.top_p,
+            config.device, config.model_seed, config.max_context_tokens,
+        )
     else:
         raise ValueError(f"unknown policy {spec!r}; use oracle, random, default, hf:PATH or openai:URL#MODEL")
     if tokenizer is not None:
         policy.tokenizer = tokenizer
     policy.max_context_tokens = config.max_context_tokens
     return policy
-
-
-def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load tokenizer {name!r}: {err}") from None
-
-
-def token_unit(policy: Policy) -> str:
-    """How token counts of this policy's cells are measured."""
-    if policy.tokenizer is None:
-        return "whitespace"
-    # The folder name is enough to tell tokenizers apart in a table.
-    name = str(getattr(policy.tokenizer, "name_or_path", "") or "").rstrip("/")
-    return Path(name).name if name else type(policy.tokenizer).__name__
 
 
 # -- the grid --------------------------------------------------------------------
@@ -420,7 +173,6 @@ METRIC_COLUMNS = (
     "turns", "invalid_rate", "token_unit", "finished_at",
 )
 COLUMNS = KEY_COLUMNS + METRIC_COLUMNS
-RESULTS_CSV = "results.csv"
 
 
 @dataclass(frozen=True)
@@ -685,141 +437,6 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
 
 # -- report --------------------------------------------------------------------
 
-#: The paper's figures (arXiv 2506.15841), drawn alongside our curves:
-#: env id fragment -> (label, N, score, peak tokens or None).
-PAPER_REFERENCES: dict[str, list[tuple[str, int, float, float | None]]] = {
-    "MultiObjectiveQA": [
-        ("MEM1-7B (paper)", 16, 1.97, 1040.0),
-        ("Qwen2.5-14B-Instruct (paper)", 16, 0.567, 3840.0),
-    ],
-    "WebShop": [("MEM1 WebShop (paper)", 1, 70.87, None)],
-}
-
-
-def _references(env_id: str) -> list[tuple[str, int, float, float | None]]:
-    return [ref for frag, refs in PAPER_REFERENCES.items() if frag in env_id for ref in refs]
-
-
-def _score_name(env_id: str) -> tuple[str, str, float]:
-    """(column, axis label, scale) of an env's headline score."""
-    if "WebShop" in env_id:
-        return "reward", "WebShop score (reward x 100)", 100.0
-    return "em", "EM (sum over objectives)", 1.0
-
-
-def aggregate(rows: Iterable[dict]) -> list[dict]:
-    """Pool the seeds of each (policy, env, memory, N): episode-weighted means, pooled EM std."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["policy"], row["env"], row["memory"], int(row["objectives"])), []).append(row)
-    out = []
-    for (policy, env, memory, n), members in groups.items():
-        weights = np.array([float(r["episodes"]) for r in members])
-        total = float(weights.sum())
-
-        def pooled(col: str) -> float:
-            values = np.array([float(r[col]) for r in members])
-            return float((values * weights).sum() / total) if not np.isnan(values).all() else math.nan
-
-        em = pooled("em")
-        second = sum(w * (float(r["em_std"]) ** 2 + float(r["em"]) ** 2) for w, r in zip(weights, members))
-        em_std = math.sqrt(max(second / total - em**2, 0.0)) if not math.isnan(em) else math.nan
-        agg = {"policy": policy, "env": env, "memory": memory, "objectives": n, "episodes": int(total),
-               "seeds": len(members), "em_std": em_std, "token_unit": members[0]["token_unit"]}
-        for col in ("em", "f1", "reward", "peak_tokens", "dependency", "inference_s", "turns", "invalid_rate"):
-            agg[col] = pooled(col)
-        out.append(agg)
-    return out
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
-
-
-def markdown_table(rows: Iterable[dict]) -> str:
-    """The results as a Markdown table (seeds pooled) plus the paper's reference figures."""
-    agg = sorted(aggregate(rows), key=lambda r: (r["policy"], r["env"], r["memory"], r["objectives"]))
-    lines = [
-        "| policy | env | memory | N | EM | F1 | reward | peak tokens | dependency | infer s/ep | turns | invalid % | episodes | tokens |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in agg:
-        em = "–" if math.isnan(r["em"]) else f"{r['em']:.3f} ± {r['em_std']:.2f}"
-        lines.append(
-            f"| {r['policy']} | {r['env'].split('/')[-1]} | {r['memory']} | {r['objectives']} | {em} | "
-            f"{_fmt(r['f1'])} | {_fmt(r['reward'])} | {r['peak_tokens']:.1f} | {r['dependency']:.4g} | "
-            f"{r['inference_s']:.3g} | {r['turns']:.2f} | {100 * r['invalid_rate']:.1f} | {r['episodes']} | "
-            f"{r['token_unit']} |"
-        )
-    lines += ["", "Paper reference figures (arXiv 2506.15841):", ""]
-    for frag, refs in PAPER_REFERENCES.items():
-        for label, n, score, peak in refs:
-            peak_txt = f", peak tokens {peak:.0f}" if peak is not None else ""
-            lines.append(f"- {frag}, N={n}: {label} score {score}{peak_txt}")
-    return "\n".join(lines) + "\n"
-
-
-_LINE_STYLES = ["-", "--", ":", "-."]
-_LINE_MARKERS = ["o", "s", "^", "v"]
-_REFERENCE_MARKERS = ["*", "D", "P", "X"]
-
-
-def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
-    """One PNG per (policy, env): score and peak tokens vs N, a line per memory policy, paper points alongside."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    agg = aggregate(rows)
-    for policy, env_id in sorted({(r["policy"], r["env"]) for r in agg}):
-        mine = [r for r in agg if r["policy"] == policy and r["env"] == env_id]
-        col, label, scale = _score_name(env_id)
-        fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
-        # Memory policies can coincide (mem1 == window:1): distinct dashes and markers keep both visible.
-        styles = zip(sorted({r["memory"] for r in mine}), _LINE_STYLES * 4, _LINE_MARKERS * 4)
-        for memory, linestyle, marker in styles:
-            pts = sorted((r for r in mine if r["memory"] == memory), key=lambda r: r["objectives"])
-            xs = [r["objectives"] for r in pts]
-            for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
-                ax.plot(xs, ys, linestyle=linestyle, marker=marker, markerfacecolor="none", label=memory)
-        for (name, n, score, peak), marker in zip(_references(env_id), _REFERENCE_MARKERS):
-            for ax, y in ((ax_score, score), (ax_peak, peak)):
-                if y is None:
-                    continue
-                ax.scatter([n], [y], marker=marker, s=130, color="black", zorder=5, label=name)
-                ax.annotate(f"{y:g}", (n, y), textcoords="offset points", xytext=(-10, 6), ha="right", fontsize=8)
-        ns = sorted({r["objectives"] for r in mine} | {n for _, n, _, _ in _references(env_id)})
-        unit = mine[0]["token_unit"]
-        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({unit})")):
-            if len(ns) > 1:
-                ax.set_xscale("log", base=2)
-            ax.set_xticks(ns, [str(n) for n in ns])
-            ax.set_xlabel("number of objectives N")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            ax.margins(y=0.1)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{env_id} — policy {policy}")
-        fig.tight_layout()
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{policy}_{env_id}").strip("_")
-        path = Path(out_dir) / f"plot_{slug}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def write_report(rows: list[dict], out_dir: str | Path) -> dict[str, Path | list[Path]]:
-    """Write ``results.md`` and the PNG plots for ``rows`` (as returned by :func:`run_eval`)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / "results.md"
-    md.write_text(markdown_table(rows), encoding="utf-8")
-    return {"csv": out / RESULTS_CSV, "markdown": md, "plots": plot_results(rows, out)}
-
-
 # -- progress bar --------------------------------------------------------------
 
 
@@ -844,38 +461,56 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mem1 eval`` argument parser."""
+    """The ``mem1 eval`` argument parser (flags left out keep the config file's or the default value)."""
     d = EvalConfig()
-    p = argparse.ArgumentParser(prog="mem1 eval", description="Evaluate a policy over env x memory x N x seeds.")
-    p.add_argument("--policy", default=d.policy, help="oracle | random | default | hf:PATH | openai:URL#MODEL")
-    p.add_argument("--envs", type=_csv_list, default=d.envs, help="comma-separated env ids")
-    p.add_argument("--memory", type=_csv_list, default=d.memories, dest="memories", help="e.g. full,mem1,window:1")
-    p.add_argument("--objectives", type=_int_list, default=d.objectives, help="e.g. 1,2,4,8,16")
-    p.add_argument("--seeds", type=_int_list, default=d.seeds, help="e.g. 0,1")
-    p.add_argument("--episodes", type=int, default=d.episodes, help="episodes per cell")
-    p.add_argument("--tags", default=d.tags, help="paper | checkpoint")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--out", default=d.out_dir, dest="out_dir")
-    p.add_argument("--env-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"dataset": "fictional"}\'')
-    p.add_argument("--tokenizer", default=None,
-                   help="HF tokenizer of the served model (openai policies) or to count oracle/random tokens in")
-    p.add_argument("--max-context-tokens", type=int, default=d.max_context_tokens)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda (HF policies)")
-    p.add_argument("--model-seed", type=int, default=d.model_seed)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--timeout", type=float, default=d.timeout_s, dest="timeout_s")
-    p.add_argument("--retries", type=int, default=d.retries)
+    p = argparse.ArgumentParser(
+        prog="mem1 eval",
+        description="Evaluate a policy over env x memory x N x seeds. Settings come from the defaults, then "
+        "--config FILE (YAML of EvalConfig fields), then key=value overrides, then the flags.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("overrides", nargs="*", default=[], help="EvalConfig overrides, e.g. episodes=4 'memories=[mem1]'")
+    p.add_argument("--config", default=None, help="YAML file of EvalConfig fields")
+    p.add_argument("--policy", help=f"oracle | random | default | hf:PATH | openai:URL#MODEL (default {d.policy})")
+    p.add_argument("--envs", type=_csv_list, help="comma-separated env ids")
+    p.add_argument("--memory", type=_csv_list, dest="memories", help="e.g. full,mem1,window:1")
+    p.add_argument("--objectives", type=_int_list, help="e.g. 1,2,4,8,16")
+    p.add_argument("--seeds", type=_int_list, help="e.g. 0,1")
+    p.add_argument("--episodes", type=int, help=f"episodes per cell (default {d.episodes})")
+    p.add_argument("--tags", help="paper | checkpoint")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--out", dest="out_dir", help=f"output folder (default {d.out_dir})")
+    p.add_argument("--env-kwargs", type=json.loads, dest="env_kwargs", help='JSON, e.g. \'{"dataset": "fictional"}\'')
+    p.add_argument("--tokenizer", help="HF tokenizer of the served model (openai policies) or to count tokens in")
+    p.add_argument("--max-context-tokens", type=int, dest="max_context_tokens")
+    p.add_argument("--device", help="auto | cpu | cuda (HF policies)")
+    p.add_argument("--model-seed", type=int, dest="model_seed")
+    p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float, dest="top_p")
+    p.add_argument("--timeout", type=float, dest="timeout_s")
+    p.add_argument("--retries", type=int)
     p.add_argument("--no-progress", action="store_false", dest="progress")
     return p
 
 
+def config_from_args(argv: list[str]) -> EvalConfig:
+    """Defaults, then ``--config`` YAML, then ``key=value`` overrides, then explicit flags.
+
+    Raises:
+        ValueError: a bad file, key, type or value (the config module's ``ConfigError``).
+    """
+    from .config import load_config
+
+    flags = vars(build_parser().parse_args(argv))
+    base = load_config(flags.pop("config"), flags.pop("overrides"), cls=EvalConfig)
+    return dataclasses.replace(base, **flags) if flags else base
+
+
 def cli(argv: list[str]) -> int:
     """``mem1 eval``: run the grid, print the Markdown table, write CSV/Markdown/PNGs."""
-    args = build_parser().parse_args(argv)
     try:
-        config = EvalConfig(**vars(args))
+        config = config_from_args(argv)
         rows = run_eval(config)
         paths = write_report(rows, config.out_dir)
     except (ValueError, RuntimeError) as err:

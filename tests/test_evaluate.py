@@ -225,3 +225,27 @@ def test_hf_policy_generates_token_level_turns(tmp_path):
         assert row["turns"] == row["objectives"] + 2  # no valid answer: the turn limit ends it
         assert row["token_unit"] != "whitespace" and row["peak_tokens"] > 0 and row["inference_s"] > 0
     assert _by(rows, "full", 2)["peak_tokens"] > _by(rows, "mem1", 2)["peak_tokens"]
+
+
+def test_config_file_overrides_and_flags(tmp_path):
+    from mem1_agent.evaluate import config_from_args
+
+    path = tmp_path / "eval.yaml"
+    path.write_text(f"policy: random\nenvs: [{LOOKUP_ENV}]\nepisodes: 2\nmemories: [full]\n")
+    config = config_from_args(["--config", str(path), "episodes=5", "seeds=[3]", "--memory", "mem1,window:2"])
+    assert (config.policy, config.episodes, config.seeds, config.memories) == ("random", 5, [3], ["mem1", "window:2"])
+    assert config.objectives == [1, 2, 4, 8, 16]  # untouched defaults stay
+    for bad, message in ((["episodes=x"], "expected int"), (["nokey=1"], "unknown key nokey"),
+                         (["episodes=0"], "at least 1"), (["--config", str(tmp_path / "none.yaml")], "cannot read")):
+        with pytest.raises(ValueError, match=message):
+            config_from_args(bad)
+
+
+def test_example_config_loads():
+    from pathlib import Path
+
+    from mem1_agent.evaluate import config_from_args
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "eval_oracle_qa.yaml"
+    config = config_from_args(["--config", str(path)])
+    assert config.memories == ["full", "mem1", "window:1"] and config.objectives == [1, 2, 4, 8, 16]

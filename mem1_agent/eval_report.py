@@ -1,0 +1,151 @@
+"""Reports of ``mem1 eval``: seeds pooled per cell, a Markdown table, PNG plots.
+
+The plots draw score (EM summed over objectives, or the WebShop score) and
+peak tokens against the number of objectives, one line per memory policy,
+with the paper's reference figures (arXiv 2506.15841) as black markers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+RESULTS_CSV = "results.csv"
+
+#: The paper's figures (arXiv 2506.15841), drawn alongside our curves:
+#: env id fragment -> (label, N, score, peak tokens or None).
+PAPER_REFERENCES: dict[str, list[tuple[str, int, float, float | None]]] = {
+    "MultiObjectiveQA": [
+        ("MEM1-7B (paper)", 16, 1.97, 1040.0),
+        ("Qwen2.5-14B-Instruct (paper)", 16, 0.567, 3840.0),
+    ],
+    "WebShop": [("MEM1 WebShop (paper)", 1, 70.87, None)],
+}
+
+
+def _references(env_id: str) -> list[tuple[str, int, float, float | None]]:
+    return [ref for frag, refs in PAPER_REFERENCES.items() if frag in env_id for ref in refs]
+
+
+def _score_name(env_id: str) -> tuple[str, str, float]:
+    """(column, axis label, scale) of an env's headline score."""
+    if "WebShop" in env_id:
+        return "reward", "WebShop score (reward x 100)", 100.0
+    return "em", "EM (sum over objectives)", 1.0
+
+
+def aggregate(rows: Iterable[dict]) -> list[dict]:
+    """Pool the seeds of each (policy, env, memory, N): episode-weighted means, pooled EM std."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["policy"], row["env"], row["memory"], int(row["objectives"])), []).append(row)
+    out = []
+    for (policy, env, memory, n), members in groups.items():
+        weights = np.array([float(r["episodes"]) for r in members])
+        total = float(weights.sum())
+
+        def pooled(col: str) -> float:
+            values = np.array([float(r[col]) for r in members])
+            return float((values * weights).sum() / total) if not np.isnan(values).all() else math.nan
+
+        em = pooled("em")
+        second = sum(w * (float(r["em_std"]) ** 2 + float(r["em"]) ** 2) for w, r in zip(weights, members))
+        em_std = math.sqrt(max(second / total - em**2, 0.0)) if not math.isnan(em) else math.nan
+        agg = {"policy": policy, "env": env, "memory": memory, "objectives": n, "episodes": int(total),
+               "seeds": len(members), "em_std": em_std, "token_unit": members[0]["token_unit"]}
+        for col in ("em", "f1", "reward", "peak_tokens", "dependency", "inference_s", "turns", "invalid_rate"):
+            agg[col] = pooled(col)
+        out.append(agg)
+    return out
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def markdown_table(rows: Iterable[dict]) -> str:
+    """The results as a Markdown table (seeds pooled) plus the paper's reference figures."""
+    agg = sorted(aggregate(rows), key=lambda r: (r["policy"], r["env"], r["memory"], r["objectives"]))
+    lines = [
+        "| policy | env | memory | N | EM | F1 | reward | peak tokens | dependency | infer s/ep | turns | invalid % | episodes | tokens |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in agg:
+        em = "–" if math.isnan(r["em"]) else f"{r['em']:.3f} ± {r['em_std']:.2f}"
+        lines.append(
+            f"| {r['policy']} | {r['env'].split('/')[-1]} | {r['memory']} | {r['objectives']} | {em} | "
+            f"{_fmt(r['f1'])} | {_fmt(r['reward'])} | {r['peak_tokens']:.1f} | {r['dependency']:.4g} | "
+            f"{r['inference_s']:.3g} | {r['turns']:.2f} | {100 * r['invalid_rate']:.1f} | {r['episodes']} | "
+            f"{r['token_unit']} |"
+        )
+    lines += ["", "Paper reference figures (arXiv 2506.15841):", ""]
+    for frag, refs in PAPER_REFERENCES.items():
+        for label, n, score, peak in refs:
+            peak_txt = f", peak tokens {peak:.0f}" if peak is not None else ""
+            lines.append(f"- {frag}, N={n}: {label} score {score}{peak_txt}")
+    return "\n".join(lines) + "\n"
+
+
+_LINE_STYLES = ["-", "--", ":", "-."]
+_LINE_MARKERS = ["o", "s", "^", "v"]
+_REFERENCE_MARKERS = ["*", "D", "P", "X"]
+
+
+def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
+    """One PNG per (policy, env): score and peak tokens vs N, a line per memory policy, paper points alongside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    agg = aggregate(rows)
+    for policy, env_id in sorted({(r["policy"], r["env"]) for r in agg}):
+        mine = [r for r in agg if r["policy"] == policy and r["env"] == env_id]
+        col, label, scale = _score_name(env_id)
+        fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
+        # Memory policies can coincide (mem1 == window:1): distinct dashes and markers keep both visible.
+        styles = zip(sorted({r["memory"] for r in mine}), _LINE_STYLES * 4, _LINE_MARKERS * 4)
+        for memory, linestyle, marker in styles:
+            pts = sorted((r for r in mine if r["memory"] == memory), key=lambda r: r["objectives"])
+            xs = [r["objectives"] for r in pts]
+            for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
+                ax.plot(xs, ys, linestyle=linestyle, marker=marker, markerfacecolor="none", label=memory)
+        for (name, n, score, peak), marker in zip(_references(env_id), _REFERENCE_MARKERS):
+            for ax, y in ((ax_score, score), (ax_peak, peak)):
+                if y is None:
+                    continue
+                ax.scatter([n], [y], marker=marker, s=130, color="black", zorder=5, label=name)
+                ax.annotate(f"{y:g}", (n, y), textcoords="offset points", xytext=(-10, 6), ha="right", fontsize=8)
+        ns = sorted({r["objectives"] for r in mine} | {n for _, n, _, _ in _references(env_id)})
+        unit = mine[0]["token_unit"]
+        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({unit})")):
+            if len(ns) > 1:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.set_xlabel("number of objectives N")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.margins(y=0.1)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{env_id} — policy {policy}")
+        fig.tight_layout()
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{policy}_{env_id}").strip("_")
+        path = Path(out_dir) / f"plot_{slug}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(rows: list[dict], out_dir: str | Path) -> dict[str, Path | list[Path]]:
+    """Write ``results.md`` and the PNG plots for ``rows`` (as returned by :func:`run_eval`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "results.md"
+    md.write_text(markdown_table(rows), encoding="utf-8")
+    return {"csv": out / RESULTS_CSV, "markdown": md, "plots": plot_results(rows, out)}
