@@ -93,10 +93,11 @@ class RandomFormatPolicy(Policy):
 
     def act(self, observations: Sequence[str], infos: Sequence[dict], envs: Sequence[gym.Env]) -> list[str | list[int]]:
         turns: list[str | list[int]] = []
-        for obs, env in zip(observations, envs):
+        for env in envs:
             rng = self._rngs.setdefault(id(env), np.random.default_rng(0))
             base = env.unwrapped
-            words = re.findall(r"[A-Za-z0-9]+", obs) or ["nothing"]
+            # The text context, also when the env the policy sees is token-level.
+            words = re.findall(r"[A-Za-z0-9]+", base.transcript.visible_text()) or ["nothing"]
             role = str(rng.choice(list(base.roles)))
 
             def draw(k: int) -> str:

@@ -194,7 +194,7 @@ class Cell:
 
     def key(self, config: EvalConfig, policy_name: str) -> tuple[str, ...]:
         """Values of :data:`KEY_COLUMNS`, as written to the CSV."""
-        kwargs = json.dumps(config.env_kwargs, sort_keys=True)
+        kwargs = json.dumps(config.env_kwargs, sort_keys=True, default=str)
         return (policy_name, self.env, self.memory, str(self.objectives), str(self.seed),
                 str(config.episodes), config.tags, kwargs)
 
