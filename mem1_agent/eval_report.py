@@ -95,8 +95,48 @@ _LINE_MARKERS = ["o", "s", "^", "v"]
 _REFERENCE_MARKERS = ["*", "D", "P", "X"]
 
 
+def _plot_curves(ax_score, ax_peak, mine: list[dict], env_id: str, col: str, scale: float) -> None:
+    """Score and peak tokens against N, a line per memory policy, paper points as black markers."""
+    # Memory policies can coincide (mem1 == window:1): distinct dashes and markers keep both visible.
+    styles = zip(sorted({r["memory"] for r in mine}), _LINE_STYLES * 4, _LINE_MARKERS * 4)
+    for memory, linestyle, marker in styles:
+        pts = sorted((r for r in mine if r["memory"] == memory), key=lambda r: r["objectives"])
+        xs = [r["objectives"] for r in pts]
+        for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
+            ax.plot(xs, ys, linestyle=linestyle, marker=marker, markerfacecolor="none", label=memory)
+    for (name, n, score, peak), marker in zip(_references(env_id), _REFERENCE_MARKERS):
+        for ax, y in ((ax_score, score), (ax_peak, peak)):
+            if y is not None:
+                ax.scatter([n], [y], marker=marker, s=130, color="black", zorder=5, label=name)
+                ax.annotate(f"{y:g}", (n, y), textcoords="offset points", xytext=(-10, 6), ha="right", fontsize=8)
+    ns = sorted({r["objectives"] for r in mine} | {n for _, n, _, _ in _references(env_id)})
+    for ax in (ax_score, ax_peak):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("number of objectives N")
+
+
+def _plot_bars(ax_score, ax_peak, mine: list[dict], env_id: str, col: str, scale: float) -> None:
+    """One task size only (e.g. WebShop): a bar per memory policy, paper figures of that size as lines."""
+    pts = sorted(mine, key=lambda r: r["memory"])
+    size = pts[0]["objectives"]
+    xs = range(len(pts))
+    for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
+        ax.bar(xs, ys, color=[f"C{i}" for i in xs], width=0.6)
+        ax.set_xticks(list(xs), [r["memory"] for r in pts])
+        ax.set_xlabel(f"memory policy (N = {size})")
+    refs = [ref for ref in _references(env_id) if ref[1] == size]
+    for (name, _n, score, peak), style in zip(refs, _LINE_STYLES[1:] * 2):
+        for ax, y in ((ax_score, score), (ax_peak, peak)):
+            if y is not None:
+                ax.axhline(y, color="black", linestyle=style, label=f"{name}: {y:g}")
+
+
 def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
-    """One PNG per (policy, env): score and peak tokens vs N, a line per memory policy, paper points alongside."""
+    """One PNG per (policy, env): score and peak tokens per memory policy, paper figures alongside.
+
+    Against the number of objectives (log scale) when the env has several, as bars otherwise.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,30 +148,14 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
         mine = [r for r in agg if r["policy"] == policy and r["env"] == env_id]
         col, label, scale = _score_name(env_id)
         fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
-        # Memory policies can coincide (mem1 == window:1): distinct dashes and markers keep both visible.
-        styles = zip(sorted({r["memory"] for r in mine}), _LINE_STYLES * 4, _LINE_MARKERS * 4)
-        for memory, linestyle, marker in styles:
-            pts = sorted((r for r in mine if r["memory"] == memory), key=lambda r: r["objectives"])
-            xs = [r["objectives"] for r in pts]
-            for ax, ys in ((ax_score, [scale * r[col] for r in pts]), (ax_peak, [r["peak_tokens"] for r in pts])):
-                ax.plot(xs, ys, linestyle=linestyle, marker=marker, markerfacecolor="none", label=memory)
-        for (name, n, score, peak), marker in zip(_references(env_id), _REFERENCE_MARKERS):
-            for ax, y in ((ax_score, score), (ax_peak, peak)):
-                if y is None:
-                    continue
-                ax.scatter([n], [y], marker=marker, s=130, color="black", zorder=5, label=name)
-                ax.annotate(f"{y:g}", (n, y), textcoords="offset points", xytext=(-10, 6), ha="right", fontsize=8)
-        ns = sorted({r["objectives"] for r in mine} | {n for _, n, _, _ in _references(env_id)})
-        unit = mine[0]["token_unit"]
-        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({unit})")):
-            if len(ns) > 1:
-                ax.set_xscale("log", base=2)
-            ax.set_xticks(ns, [str(n) for n in ns])
-            ax.set_xlabel("number of objectives N")
+        several_sizes = len({r["objectives"] for r in mine}) > 1
+        (_plot_curves if several_sizes else _plot_bars)(ax_score, ax_peak, mine, env_id, col, scale)
+        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({mine[0]['token_unit']})")):
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.margins(y=0.1)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
         fig.suptitle(f"{env_id} — policy {policy}")
         fig.tight_layout()
         slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{policy}_{env_id}").strip("_")

@@ -437,6 +437,11 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
 
 # -- report --------------------------------------------------------------------
 
+def load_results(out_dir: str | Path) -> list[dict]:
+    """Every row of ``out_dir``'s results CSV, typed (e.g. to redraw the report: ``write_report(load_results(d), d)``)."""
+    return [_typed(row) for row in read_results(Path(out_dir) / RESULTS_CSV)]
+
+
 # -- progress bar --------------------------------------------------------------
 
 
@@ -528,5 +533,5 @@ if __name__ == "__main__":
 __all__ = [
     "COLUMNS", "KEY_COLUMNS", "Cell", "EvalConfig", "HFPolicy", "OpenAICompletionsPolicy", "OraclePolicy", "PAPER_REFERENCES",
     "Policy", "RandomFormatPolicy", "aggregate", "append_result", "close_open_action", "grid",
-    "make_policy", "markdown_table", "plot_results", "read_results", "run_eval", "write_report",
+    "load_results", "make_policy", "markdown_table", "plot_results", "read_results", "run_eval", "write_report",
 ]

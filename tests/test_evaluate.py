@@ -157,6 +157,17 @@ def test_report_files(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
+def test_single_size_report_redrawn_from_the_csv(tmp_path):
+    from mem1_agent.evaluate import load_results
+
+    run_eval(_config(tmp_path, objectives=[4], memories=["full", "mem1", "window:2"], seeds=[0, 1]))
+    rows = load_results(tmp_path)
+    assert [(r["memory"], r["seed"]) for r in rows] == [(m, s) for m in ("full", "mem1", "window:2") for s in (0, 1)]
+    (plot,) = write_report(rows, tmp_path)["plots"]  # one task size: bars per memory policy
+    assert plot.stat().st_size > 10_000
+    assert "| oracle | Lookup-v0 | window:2 | 4 | 4.000 ± 0.00 |" in (tmp_path / "results.md").read_text()
+
+
 def test_corrupt_results_file_is_named(tmp_path):
     run_eval(_config(tmp_path, objectives=[1]))
     path = tmp_path / "results.csv"
