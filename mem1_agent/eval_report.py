@@ -150,7 +150,7 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
         fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
         several_sizes = len({r["objectives"] for r in mine}) > 1
         (_plot_curves if several_sizes else _plot_bars)(ax_score, ax_peak, mine, env_id, col, scale)
-        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({mine[0]['token_unit']})")):
+        for ax, ylabel in ((ax_score, label), (ax_peak, f"peak tokens ({Path(mine[0]['token_unit']).name})")):
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.margins(y=0.1)
