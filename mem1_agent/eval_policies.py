@@ -53,6 +53,10 @@ class Policy:
 
         return TokenizedEnv(env, self.tokenizer, max_length=self.max_context_tokens)
 
+    def settings(self) -> str:
+        """What else decides its turns (sampling settings); part of a results row's key."""
+        return ""
+
     def start_episode(self, env: gym.Env, seed: int) -> None:
         """Called after ``env`` is reset for a new episode (seeded policies reseed here)."""
 
@@ -167,6 +171,9 @@ class OpenAICompletionsPolicy(Policy):
         self.tokenizer = tokenizer
         self.name = f"openai:{model}"
 
+    def settings(self) -> str:
+        return f"temperature={self.temperature} top_p={self.top_p} max_tokens={self.max_tokens} tags={self.tags.state}"
+
     def complete(self, prompts: Sequence[str]) -> list[dict]:
         """POST the prompts; return the ``choices`` ordered like ``prompts``."""
         body = json.dumps(
@@ -269,6 +276,11 @@ class HFPolicy(Policy):
         generator = torch.Generator(device=next(lm.parameters()).device).manual_seed(seed)
         lm_policy = LMPolicy(lm, tokenizer, tags=tags, sampling=sampling, generator=generator)
         return cls(lm_policy, name=f"hf:{model}", max_context_tokens=max_context_tokens)
+
+    def settings(self) -> str:
+        sampling = self.lm_policy.sampling
+        return (f"temperature={sampling.temperature} top_p={sampling.top_p} top_k={sampling.top_k} "
+                f"max_new_tokens={sampling.max_new_tokens}")
 
     def start_episode(self, env: gym.Env, seed: int) -> None:
         # A new episode shares nothing worth trusting with the slot's previous one.

@@ -7,6 +7,7 @@ with the paper's reference figures (arXiv 2506.15841) as black markers.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -42,9 +43,10 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
     """Pool the seeds of each (policy, env, memory, N): episode-weighted means, pooled EM std."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["policy"], row["env"], row["memory"], int(row["objectives"])), []).append(row)
+        key = (row["policy"], row.get("policy_settings", ""), row["env"], row["memory"], int(row["objectives"]))
+        groups.setdefault(key, []).append(row)
     out = []
-    for (policy, env, memory, n), members in groups.items():
+    for (policy, settings, env, memory, n), members in groups.items():
         weights = np.array([float(r["episodes"]) for r in members])
         total = float(weights.sum())
 
@@ -55,7 +57,7 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
         em = pooled("em")
         second = sum(w * (float(r["em_std"]) ** 2 + float(r["em"]) ** 2) for w, r in zip(weights, members))
         em_std = math.sqrt(max(second / total - em**2, 0.0)) if not math.isnan(em) else math.nan
-        agg = {"policy": policy, "env": env, "memory": memory, "objectives": n, "episodes": int(total),
+        agg = {"policy": policy, "policy_settings": settings, "env": env, "memory": memory, "objectives": n, "episodes": int(total),
                "seeds": len(members), "em_std": em_std, "token_unit": members[0]["token_unit"]}
         for col in ("em", "f1", "reward", "peak_tokens", "dependency", "inference_s", "turns", "invalid_rate"):
             agg[col] = pooled(col)
@@ -69,7 +71,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def markdown_table(rows: Iterable[dict]) -> str:
     """The results as a Markdown table (seeds pooled) plus the paper's reference figures."""
-    agg = sorted(aggregate(rows), key=lambda r: (r["policy"], r["env"], r["memory"], r["objectives"]))
+    agg = sorted(aggregate(rows), key=lambda r: (r["policy"], r["policy_settings"], r["env"], r["memory"], r["objectives"]))
     lines = [
         "| policy | env | memory | N | EM | F1 | reward | peak tokens | dependency | infer s/ep | turns | invalid % | episodes | tokens |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -82,6 +84,9 @@ def markdown_table(rows: Iterable[dict]) -> str:
             f"{r['inference_s']:.3g} | {r['turns']:.2f} | {100 * r['invalid_rate']:.1f} | {r['episodes']} | "
             f"{r['token_unit']} |"
         )
+    settings = sorted({(r["policy"], r["policy_settings"]) for r in agg if r["policy_settings"]})
+    if settings:
+        lines += ["", "Policy settings:", ""] + [f"- {name}: {text}" for name, text in settings]
     lines += ["", "Paper reference figures (arXiv 2506.15841):", ""]
     for frag, refs in PAPER_REFERENCES.items():
         for label, n, score, peak in refs:
@@ -144,8 +149,8 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
 
     paths = []
     agg = aggregate(rows)
-    for policy, env_id in sorted({(r["policy"], r["env"]) for r in agg}):
-        mine = [r for r in agg if r["policy"] == policy and r["env"] == env_id]
+    for policy, settings, env_id in sorted({(r["policy"], r["policy_settings"], r["env"]) for r in agg}):
+        mine = [r for r in agg if (r["policy"], r["policy_settings"], r["env"]) == (policy, settings, env_id)]
         col, label, scale = _score_name(env_id)
         fig, (ax_score, ax_peak) = plt.subplots(1, 2, figsize=(11, 4.2))
         several_sizes = len({r["objectives"] for r in mine}) > 1
@@ -156,9 +161,11 @@ def plot_results(rows: Iterable[dict], out_dir: str | Path) -> list[Path]:
             ax.margins(y=0.1)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
-        fig.suptitle(f"{env_id} — policy {policy}")
+        fig.suptitle(f"{env_id} — policy {policy}" + (f"\n{settings}" if settings else ""), fontsize=11)
         fig.tight_layout()
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{policy}_{env_id}").strip("_")
+        # Runs of one policy with other settings get plots of their own, told apart by a short digest.
+        digest = "_" + hashlib.sha1(settings.encode()).hexdigest()[:6] if settings else ""
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{policy}_{env_id}").strip("_") + digest
         path = Path(out_dir) / f"plot_{slug}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

@@ -167,7 +167,7 @@ def make_policy(config: EvalConfig) -> Policy:
 # -- the grid --------------------------------------------------------------------
 
 #: Columns identifying a cell; a row with the same values is a finished cell.
-KEY_COLUMNS = ("policy", "env", "memory", "objectives", "seed", "episodes", "tags", "env_kwargs")
+KEY_COLUMNS = ("policy", "policy_settings", "env", "memory", "objectives", "seed", "episodes", "tags", "env_kwargs")
 METRIC_COLUMNS = (
     "em", "em_std", "f1", "reward", "peak_tokens", "dependency", "inference_s",
     "turns", "invalid_rate", "token_unit", "finished_at",
@@ -192,10 +192,10 @@ class Cell:
             kwargs["n_objectives"] = self.objectives
         return kwargs
 
-    def key(self, config: EvalConfig, policy_name: str) -> tuple[str, ...]:
+    def key(self, config: EvalConfig, policy: Policy) -> tuple[str, ...]:
         """Values of :data:`KEY_COLUMNS`, as written to the CSV."""
         kwargs = json.dumps(config.env_kwargs, sort_keys=True, default=str)
-        return (policy_name, self.env, self.memory, str(self.objectives), str(self.seed),
+        return (policy.name, policy.settings(), self.env, self.memory, str(self.objectives), str(self.seed),
                 str(config.episodes), config.tags, kwargs)
 
 
@@ -259,18 +259,18 @@ def run_eval(config: EvalConfig, policy: Policy | None = None) -> list[dict]:
     try:
         done = {tuple(row[c] for c in KEY_COLUMNS): row for row in read_results(csv_path)}
         cells = grid(config)
-        pending = [c for c in cells if c.key(config, policy.name) not in done]
+        pending = [c for c in cells if c.key(config, policy) not in done]
         unit = token_unit(policy)
         bar = _progress(len(pending) * config.episodes, config.progress)
 
         def finish(cell: Cell, episodes: list[dict]) -> None:
-            row = _cell_row(cell, config, policy.name, unit, episodes)
+            row = _cell_row(cell, config, policy, unit, episodes)
             append_result(csv_path, row)
-            done[cell.key(config, policy.name)] = _as_strings(row)
+            done[cell.key(config, policy)] = _as_strings(row)
 
         _run_cells(pending, config, policy, finish, bar)
         bar.close()
-        return [_typed(done[c.key(config, policy.name)]) for c in cells]
+        return [_typed(done[c.key(config, policy)]) for c in cells]
     finally:
         if own_policy:
             policy.close()
@@ -350,9 +350,9 @@ def _mean(episodes: list[dict], key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _cell_row(cell: Cell, config: EvalConfig, policy_name: str, unit: str, episodes: list[dict]) -> dict:
+def _cell_row(cell: Cell, config: EvalConfig, policy: Policy, unit: str, episodes: list[dict]) -> dict:
     """Aggregate one cell's episodes into a CSV row."""
-    key = dict(zip(KEY_COLUMNS, cell.key(config, policy_name)))
+    key = dict(zip(KEY_COLUMNS, cell.key(config, policy)))
     turns = sum(float(e["turns"]) for e in episodes)
     invalid = sum(float(e.get("invalid_turns", 0)) for e in episodes)
     ems = [float(e["em"]) for e in episodes if e.get("em") is not None]
