@@ -325,7 +325,11 @@ def _start(slot: _Slot, cell: Cell, episode: int, config: EvalConfig, policy: Po
     if slot.env is None or slot.env_key != env_key:
         if slot.env is not None:
             slot.env.close()
-        slot.env = policy.wrap_env(gym.make(cell.env, **kwargs))
+        try:
+            slot.env = policy.wrap_env(gym.make(cell.env, **kwargs))
+        except (TypeError, ValueError) as err:  # e.g. an env kwarg it does not take
+            slot.env = None
+            raise ValueError(f"cannot make {cell.env} with {kwargs}: {err}") from None
         slot.env_key = env_key
     seed = episode_seed(cell.seed, episode)
     slot.obs, slot.info = slot.env.reset(seed=seed)

@@ -205,6 +205,8 @@ def test_close_open_action():
 def test_bad_settings_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown env"):
         run_eval(_config(tmp_path, envs=["nope/Nothing-v0"]))
+    with pytest.raises(ValueError, match="cannot make eval_test/Lookup-v0 with .*colour"):
+        run_eval(_config(tmp_path, env_kwargs={"colour": "blue"}))
     with pytest.raises(ValueError, match="unknown policy"):
         make_policy(_config(tmp_path, policy="bogus"))
     with pytest.raises(ValueError, match="openai:BASE_URL#MODEL"):
