@@ -76,6 +76,7 @@ def test_completions_batch_and_stop(server):
         (b"{not json", 400, None),
         ({"max_tokens": 4}, 400, "prompt"),
         ({"prompt": [], "max_tokens": 4}, 400, "prompt"),
+        ({"prompt": ""}, 400, "prompt"),
         ({"prompt": [1, 2, 3]}, 400, "prompt"),
         ({"prompt": "x", "model": "other"}, 404, "model"),
         ({"prompt": "x", "stream": True}, 400, "stream"),
