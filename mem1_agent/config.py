@@ -259,8 +259,11 @@ def _apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (or start from the defaults when ``path`` is None) and apply overrides."""
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), cls: type = Config) -> Any:
+    """Read a YAML config (or start from the defaults when ``path`` is None) and apply overrides.
+
+    ``cls`` is the dataclass to build (``Config`` for training; ``mem1 eval`` passes its ``EvalConfig``).
+    """
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -280,7 +283,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for override in overrides:
         _apply_override(data, override)
     try:
-        return _build(Config, data, "")
+        return _build(cls, data, "")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
