@@ -54,6 +54,9 @@ def run_notebook(name: str, kernel_dir: Path, workdir: Path) -> nbformat.Noteboo
     km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    # Tiny models gain nothing from more threads, and on a loaded CI machine OpenMP's spin-waiting
+    # threads slow them down several-fold.
+    env["OMP_NUM_THREADS"] = "1"
     client = nbclient.NotebookClient(
         nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False, resources={"metadata": {"path": str(workdir)}},
     )
