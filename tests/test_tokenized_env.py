@@ -47,7 +47,8 @@ def test_segments_round_trip_text_to_ids(tok):
         for seg in info["new_segments"]:
             ids = info["segment_ids"][seg["id"]]
             if seg["kind"] == "prompt":
-                templated = tok.apply_chat_template([{"role": "user", "content": seg["text"]}], add_generation_prompt=True, tokenize=False)
+                message = [{"role": "user", "content": seg["text"]}]
+                templated = tok.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
                 assert env.decode(ids) == templated
                 assert env.decode(ids).endswith("<|im_start|>assistant\n")
             else:
