@@ -52,7 +52,9 @@ def load_dataset(
         raise TypeError(f"dataset must be a name, a path or a QADataset, got {type(spec).__name__}")
     spec = os.fspath(spec)
     corpus_key = os.path.abspath(os.fspath(corpus)) if corpus is not None else None
-    if spec not in ("fictional", "wiki-vital"):
+    if spec == "fictional":
+        size = size or DEFAULT_FICTIONAL_SIZE  # one cache entry for the default, named or not
+    elif spec != "wiki-vital":
         spec = os.path.abspath(spec)
     return _load_cached(spec, seed, size, split_seed, corpus_key)
 
@@ -63,7 +65,7 @@ def _load_cached(spec: str, seed: int, size: int | None, split_seed: int, corpus
     if spec == "fictional":
         if corpus is not None:
             raise ValueError("the fictional dataset generates its own corpus; do not pass corpus=")
-        return generate_world(seed, size or DEFAULT_FICTIONAL_SIZE, split_seed=split_seed)
+        return generate_world(seed, size, split_seed=split_seed)
     if size is not None:
         raise ValueError(f"size= applies only to the fictional dataset, not {spec!r}")
     if spec == "wiki-vital":

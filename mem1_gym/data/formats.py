@@ -43,24 +43,24 @@ class DataFormatError(ValueError):
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file."""
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, "rb")  # bytes, so a decoding error is pinned to its line
     except OSError as exc:
         raise DataFormatError(path, "open", exc.strerror or str(exc)) from None
     with fh:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(path, f"line {lineno}", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise DataFormatError(path, f"line {lineno}", f"expected a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(path, f"line {lineno + 1}", f"not UTF-8 text ({exc.reason})") from None
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(path, f"line {lineno}", f"not UTF-8 text ({exc.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(path, f"line {lineno}", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataFormatError(path, f"line {lineno}", f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -177,7 +177,8 @@ def load_mem1_parquet(path: str | os.PathLike) -> list[QAItem]:
         if question is None:
             raise DataFormatError(path, where, "'prompt' holds no user text to read a question from")
         truth = reward.get("ground_truth") if isinstance(reward, dict) else None
-        if not isinstance(truth, dict) or "target" not in truth:
+        # parquet structs give every row every field, so an absent target reads as None
+        if not isinstance(truth, dict) or truth.get("target") is None:
             raise DataFormatError(path, where, "missing 'reward_model.ground_truth.target'")
         answers = _answers(truth["target"], path, where, "reward_model.ground_truth.target")
         items.append(QAItem(str(rid) if rid is not None else f"{path.stem}-{row}", question, answers))
