@@ -279,3 +279,16 @@ def test_multi_objective_qa_oracle_episode_in_tokens(tok, memory):
         if term or trunc:
             break
     assert term and total == 2.0 and info["metrics"]["em"] == 2.0
+
+
+def test_works_in_sync_vector_env(tok):
+    def make():
+        return TokenizedEnv(SecretNumberEnv(memory="mem1"), tok, max_length=256)
+
+    venv = gym.vector.SyncVectorEnv([make, make])
+    obs, info = venv.reset(seed=[0, 1])
+    ids = np.array(tok(search_turn(0), add_special_tokens=False)["input_ids"])
+    obs, _, _, _, info = venv.step((ids, ids))
+    assert obs["input_ids"].shape == (2, 256)
+    assert (obs["attention_mask"].sum(1) > info["prefix_len"]).all()
+    venv.close()
