@@ -42,7 +42,7 @@ class TokenMDPEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_length: observation length (when wrapping a text env).
         max_turn_tokens: a turn is cut after this many tokens.
         grammar: constrain :meth:`action_masks` to the turn grammar; when False
-            it only excludes nothing (all ones).
+            every token is allowed (all ones).
         **tokenized_kwargs: further :class:`TokenizedEnv` arguments
             (``chat_template``, ``system_prompt``).
     """
