@@ -32,7 +32,9 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(name)
 
 
-def make_token_mdp(tokenizer, n_objectives: int = 1, memory: str = "mem1", max_length: int = 2048, max_turn_tokens: int = 128):
+def make_token_mdp(
+    tokenizer, n_objectives: int = 1, memory: str = "mem1", max_length: int = 2048, max_turn_tokens: int = 128
+):
     """Entry point for the registered token-MDP id below."""
     text_env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=n_objectives, memory=memory)
     return TokenMDPEnv(text_env, tokenizer, max_length=max_length, max_turn_tokens=max_turn_tokens)

@@ -42,7 +42,9 @@ def load_tokenizer_and_model_path(model: str):
     return AutoTokenizer.from_pretrained(path), path
 
 
-def make_qa_token_mdp(tokenizer, n_objectives: int = 1, memory: str = "mem1", max_length: int = 1024, max_turn_tokens: int = 96):
+def make_qa_token_mdp(
+    tokenizer, n_objectives: int = 1, memory: str = "mem1", max_length: int = 1024, max_turn_tokens: int = 96
+):
     """The multi-objective QA env as a token MDP (the registered entry point)."""
     text_env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=n_objectives, memory=memory)
     return TokenMDPEnv(text_env, tokenizer, max_length=max_length, max_turn_tokens=max_turn_tokens)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--memory", default="mem1")
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is faster on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 on a busy CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     env_kwargs = {"tokenizer": tokenizer, "memory": args.memory, "max_length": args.max_length}
     venv = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs)
 
-    algo_cls, policy_cls = (MaskablePPO, MaskableLLMActorCriticPolicy) if args.algo == "maskable" else (PPO, LLMActorCriticPolicy)
+    maskable = args.algo == "maskable"
+    algo_cls, policy_cls = (MaskablePPO, MaskableLLMActorCriticPolicy) if maskable else (PPO, LLMActorCriticPolicy)
     algo = algo_cls(
         policy_cls, venv, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=1, learning_rate=args.lr,
         seed=args.seed, device="cpu", policy_kwargs={"model": model_ref}, verbose=0,

@@ -47,7 +47,9 @@ DEFAULT_MODEL = "default"
 
 
 def load_causal_lm(model: str = DEFAULT_MODEL, **load_kwargs: Any) -> nn.Module:
-    """Load a causal LM by Hugging Face id or local path; ``"default"`` is SmolLM2-135M-Instruct, ``"tiny"`` a random test model.
+    """Load a causal LM by Hugging Face id or local path.
+
+    ``"default"`` is SmolLM2-135M-Instruct, ``"tiny"`` a random test model.
 
     Goes through :func:`mem1_agent.models.load_policy` (``load_kwargs``:
     ``attn_implementation``, ``dtype``, ``cache``, ``seed``), so the default
@@ -66,8 +68,11 @@ class CausalLMFeatures(BaseFeaturesExtractor):
         model_kwargs: extra :func:`load_causal_lm` arguments (``attn_implementation``, ``dtype``, ...).
     """
 
-    def __init__(self, observation_space: spaces.Dict, model: str = DEFAULT_MODEL, model_kwargs: dict[str, Any] | None = None):
-        if not isinstance(observation_space, spaces.Dict) or not {"input_ids", "attention_mask"} <= set(observation_space.spaces):
+    def __init__(
+        self, observation_space: spaces.Dict, model: str = DEFAULT_MODEL, model_kwargs: dict[str, Any] | None = None
+    ):
+        keys = set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else set()
+        if not {"input_ids", "attention_mask"} <= keys:
             raise ValueError("CausalLMFeatures needs the token Dict observation space (input_ids, attention_mask)")
         lm = load_causal_lm(model, **dict(model_kwargs or {}))
         super().__init__(observation_space, features_dim=int(lm.config.hidden_size))
@@ -169,7 +174,9 @@ class _CausalLMPolicyParts:
 
     def _build(self, lr_schedule: Any) -> None:
         if not isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}")
+            raise ValueError(
+                f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}"
+            )
         self._build_mlp_extractor()
         self.action_net = LMHeadActions(self.features_extractor.lm, int(self.action_space.n))
         self.value_net = nn.Linear(self.features_extractor.features_dim, 1)

@@ -47,13 +47,15 @@ def test_logits_and_values_match_the_lm_under_padding(tok, model_dir):
     lm = policy.features_extractor.lm
     rows = [[1, 40, 271, 70, 277], [1, 87, 85, 259, 201, 40, 271, 70, 277, 267, 284, 16, 5]]
     batch = [pad_ids(r, MAX_LEN, tok.pad_token_id) for r in rows]
-    obs = {k: torch.as_tensor(np.stack([b[k] for b in batch]).astype(np.float32)) for k in batch[0]}  # as SB3 stores them
+    # Float tensors, as SB3's rollout buffer stores them.
+    obs = {k: torch.as_tensor(np.stack([b[k] for b in batch]).astype(np.float32)) for k in batch[0]}
     with torch.no_grad():
         dist = policy.get_distribution(obs)
         values = policy.predict_values(obs)
         for i, r in enumerate(rows):
             expected = lm(torch.tensor([r])).logits[0, -1]
-            torch.testing.assert_close(dist.distribution.logits[i], torch.log_softmax(expected, -1), atol=1e-5, rtol=1e-5)
+            expected = torch.log_softmax(expected, -1)
+            torch.testing.assert_close(dist.distribution.logits[i], expected, atol=1e-5, rtol=1e-5)
     assert values.shape == (2, 1) and torch.all(values == 0)  # zero-initialised value head
 
 

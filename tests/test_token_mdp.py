@@ -106,7 +106,11 @@ def test_grammar_masks_follow_the_turn(tok):
         env.step(t)
     after = allowed_strings(env)
     # After </IS> only an action tag may follow (or whitespace before it).
-    assert after and all(s.strip() == "" or any(o.startswith(s.strip()) or s.strip().startswith(o) for o in ("<query>", "<answer>")) for s in after)
+    opens = ("<query>", "<answer>")
+    assert after
+    for s in after:
+        s = s.strip()
+        assert s == "" or any(o.startswith(s) or s.startswith(o) for o in opens), s
     assert not any(s.strip().startswith("<IS>") or s.strip().startswith("<info>") for s in after)
     for t in tok("<query> sec", add_special_tokens=False)["input_ids"]:
         env.step(t)
@@ -180,7 +184,8 @@ def test_multi_objective_qa_as_a_token_mdp(tok):
     import mem1_gym  # noqa: F401  (registers the envs)
 
     def qa() -> TokenMDPEnv:
-        return TokenMDPEnv(gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=2), tok, max_length=4096, max_turn_tokens=256)
+        text_env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=2)
+        return TokenMDPEnv(text_env, tok, max_length=4096, max_turn_tokens=256)
 
     gym_check_env(qa(), skip_render_check=True)
     sb3_check_env(qa())

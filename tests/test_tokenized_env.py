@@ -47,7 +47,8 @@ def test_segments_round_trip_text_to_ids(tok):
         for seg in info["new_segments"]:
             ids = info["segment_ids"][seg["id"]]
             if seg["kind"] == "prompt":
-                templated = tok.apply_chat_template([{"role": "user", "content": seg["text"]}], add_generation_prompt=True, tokenize=False)
+                message = [{"role": "user", "content": seg["text"]}]
+                templated = tok.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
                 assert env.decode(ids) == templated
                 assert env.decode(ids).endswith("<|im_start|>assistant\n")
             else:
@@ -180,8 +181,9 @@ def test_truncate_policy_keeps_context_within_budget(tok):
     env = TokenizedEnv(SecretNumberEnv(memory=f"truncate:{budget}", max_turns=8), tok, max_length=budget)
     for _, info, term, trunc in run_episode(env, [search_turn(i) for i in range(8)]):
         assert len(info["input_ids"]) <= budget
-        assert "truncation_reason" not in info
+        assert "max_length" not in info.get("truncation_reason", "")
     assert trunc and not term  # ended by the turn limit, not by overflow
+    assert info["truncation_reason"] == "turn limit"
     assert info["turn"] == 8
 
 
@@ -277,3 +279,16 @@ def test_multi_objective_qa_oracle_episode_in_tokens(tok, memory):
         if term or trunc:
             break
     assert term and total == 2.0 and info["metrics"]["em"] == 2.0
+
+
+def test_works_in_sync_vector_env(tok):
+    def make():
+        return TokenizedEnv(SecretNumberEnv(memory="mem1"), tok, max_length=256)
+
+    venv = gym.vector.SyncVectorEnv([make, make])
+    obs, info = venv.reset(seed=[0, 1])
+    ids = np.array(tok(search_turn(0), add_special_tokens=False)["input_ids"])
+    obs, _, _, _, info = venv.step((ids, ids))
+    assert obs["input_ids"].shape == (2, 256)
+    assert (obs["attention_mask"].sum(1) > info["prefix_len"]).all()
+    venv.close()

@@ -32,7 +32,10 @@ class SecretNumberEnv(TurnEnv):
         self.secret = int(self.np_random.integers(10, 100))
         self.searches = 0
         self.answer_given = None
-        return "Find the secret number. Search with <query> secret </query>, then answer it with <answer> the number </answer>."
+        return (
+            "Find the secret number. Search with <query> secret </query>, "
+            "then answer it with <answer> the number </answer>."
+        )
 
     def _execute(self, turn: Turn) -> Outcome:
         if turn.role == SEARCH:

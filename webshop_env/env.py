@@ -31,8 +31,7 @@ from .site import Site, SiteConfig, shared_site
 from .spaces import FreeText
 
 #: Longest observation the space admits (pages are far shorter). Kept moderate because
-#: ``AsyncVectorEnv``'s default shared memory would reserve 4 bytes per character per env;
-#: free text needs ``AsyncVectorEnv(..., shared_memory=False)`` anyway.
+#: ``AsyncVectorEnv``'s default shared memory reserves 4 bytes per character per env.
 MAX_OBSERVATION_CHARS = 1_000_000
 
 

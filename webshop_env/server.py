@@ -132,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The stdlib default backlog (5) drops connections when a browser and many clients burst.
+    request_queue_size = 128
     owner: "WebShopServer"
 
 

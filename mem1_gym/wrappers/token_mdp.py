@@ -42,7 +42,7 @@ class TokenMDPEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_length: observation length (when wrapping a text env).
         max_turn_tokens: a turn is cut after this many tokens.
         grammar: constrain :meth:`action_masks` to the turn grammar; when False
-            it only excludes nothing (all ones).
+            every token is allowed (all ones).
         **tokenized_kwargs: further :class:`TokenizedEnv` arguments
             (``chat_template``, ``system_prompt``).
     """
@@ -57,7 +57,12 @@ class TokenMDPEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         **tokenized_kwargs: Any,
     ):
         gym.utils.RecordConstructorArgs.__init__(
-            self, tokenizer=tokenizer, max_length=max_length, max_turn_tokens=max_turn_tokens, grammar=grammar, **tokenized_kwargs
+            self,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            max_turn_tokens=max_turn_tokens,
+            grammar=grammar,
+            **tokenized_kwargs,
         )
         if not isinstance(env, TokenizedEnv):
             if tokenizer is None:
@@ -92,7 +97,9 @@ class TokenMDPEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             )
         return self._grammar
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset the inner env; the first turn starts empty."""
         obs, info = self.env.reset(seed=seed, options=options)
         self.turn_ids = []
