@@ -12,6 +12,7 @@ import sys
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
+    "serve-retriever": ("mem1_gym.retrieval_server", "serve a retrieval index over HTTP (Search-R1 API)"),
 }
 
 
