@@ -319,11 +319,11 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             self.state.results.pop("after", None)  # a continued run must be evaluated again
-            scalars = {"loss": float(loss), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+            scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
             self.log(scalars, self.state.step, "sft")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if self.state.step % max(cfg.train.save_every, 1) == 0 or self.state.step == cfg.sft.steps:
                 self.save()
         if bar is not None:
