@@ -23,7 +23,14 @@ __version__ = "0.1.0"
 
 _ENVS = {
     "mem1_gym/MultiObjectiveQA-v0": "mem1_gym.qa_env:MultiObjectiveQAEnv",
+    "mem1_gym/WebSearchQA-v0": "mem1_gym.websearch_env:WebSearchQAEnv",
+    "mem1_gym/WebShop-v0": "mem1_gym.webshop:Mem1WebShopEnv",
 }
+
+# The http retriever backend registers itself into make_retriever's registry (stdlib only, cheap).
+from .retrieval_http import register as _register_http_retriever  # noqa: E402
+
+_register_http_retriever()
 
 for _id, _entry in _ENVS.items():
     if _id not in registry:

@@ -22,7 +22,7 @@ from .memory import MemoryPolicy
 from .protocol import ANSWER, SEARCH, TagSet, Turn, format_turn
 from .retrieval import Hit, Retriever, make_retriever
 from .scoring import normalize_answer, score_answers, split_answers
-from .turn_env import Outcome, TurnEnv
+from .turn_env import MAX_OBSERVATION_CHARS, Outcome, TurnEnv
 
 PROMPT_TEMPLATE = """\
 Answer the following {n} question(s) by searching a knowledge base.
@@ -63,6 +63,8 @@ class MultiObjectiveQAEnv(TurnEnv):
     """
 
     roles = (SEARCH, ANSWER)
+    #: The task prompt, formatted with the tag name of every role; subclasses with more tools replace it.
+    prompt_template: str = PROMPT_TEMPLATE
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         dataset_seed: int = 0,
         dataset_size: int | None = None,
         max_query_chars: int = 1_000,
+        max_observation_chars: int = MAX_OBSERVATION_CHARS,
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
@@ -91,6 +94,7 @@ class MultiObjectiveQAEnv(TurnEnv):
             tags=tags,
             max_turns=max_turns if max_turns is not None else 3 * n_objectives + 2,
             format_penalty=format_penalty,
+            max_observation_chars=max_observation_chars,
             token_counter=token_counter,
             seed=seed,
             render_mode=render_mode,
@@ -118,14 +122,13 @@ class MultiObjectiveQAEnv(TurnEnv):
         self._em = self._f1 = 0.0
         self._answered = False
         t = self.tags
-        return PROMPT_TEMPLATE.format(
+        return self.prompt_template.format(
             n=self.n_objectives,
             state=t.state,
             info=t.info,
-            search=t.tag(SEARCH),
-            answer=t.tag(ANSWER),
             max_turns=self.max_turns,
             questions=format_questions(self.task),
+            **{role: t.tag(role) for role in self.roles},  # {search}, {answer}, and e.g. {open} in subclasses
         )
 
     def _execute(self, turn: Turn) -> Outcome:

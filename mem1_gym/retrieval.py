@@ -180,13 +180,18 @@ class BM25sRetriever:
         vocab: dict[str, int] = {}
         ids: list[list[int]] = []
         for p in self.corpus:
-            words = analyze(p.contents)
-            ids.append([vocab.setdefault(w, len(vocab)) for w in words])
+            ids.append([vocab.setdefault(t, len(vocab)) for t in analyze(p.contents)])
         model = bm25s.BM25()
         model.index((ids, vocab), show_progress=False)
         del ids
-        self.index_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.index_dir.name}.tmp-", dir=self.index_dir.parent))
+        try:
+            self.index_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{self.index_dir.name}.tmp-", dir=self.index_dir.parent))
+        except OSError as exc:
+            raise OSError(
+                f"cannot write the bm25s index under {self.index_dir.parent} ({exc.strerror or exc}); "
+                "set MEM1_CACHE_DIR to a writable directory"
+            ) from None
         try:
             model.save(tmp, show_progress=False)
             # The meta file is written last: its presence marks a finished index.

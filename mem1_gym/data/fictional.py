@@ -10,7 +10,7 @@ from pretraining: it has to search. A world has four kinds of entity:
 
 Each entity yields one passage (people who died yield a second one), titled
 with the entity's name and stating its facts in plain sentences. Each fact
-sentence carries a keyword (``born``, ``employed``, ``founded``, ``settled``,
+sentence carries a keyword (``born``, ``occupation``, ``employed``, ``founded``, ``settled``,
 ``province``, ``headquarters``, ``written``, ``published``, ``died``) that no
 other sentence about the same entity uses, so a query of *subject name +
 keyword* finds the passage that states the fact. That is what the questions'
@@ -24,14 +24,14 @@ distinct names stay distinct after the retriever's analysis. Given names end
 in a vowel and family tokens in a consonant, so the two never collide.
 
 Generation is a single pass with numpy drawing all attributes up front; 100k
-passages take a few seconds and 1M well under a minute.
+passages take under a second of CPU and 1M about five seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -158,12 +158,6 @@ class FictionalWorld(QADataset):
     seed: int = 0
 
 
-# A question template: subject kind, hop count, and a builder that, given a
-# subject index and the world tables, returns (question, answer, gold queries,
-# gold passage ids), or None when the subject lacks the fact.
-_Builder = Callable[["_Tables", int], "tuple[str, str, tuple[str, ...], tuple[str, ...]] | None"]
-
-
 @dataclass
 class _Tables:
     """Entity attributes of one world, as parallel arrays (index = entity number within its kind)."""
@@ -196,177 +190,118 @@ class _Tables:
     work_pid: list[str] = field(default_factory=list)
 
 
-def _q_person_birth_city(t: _Tables, i: int):
-    p = t.person[i]
-    return f"In which city was {p} born?", t.city[t.birth_city[i]], (f"{p} born",), (t.person_pid[i],)
+@dataclass(frozen=True)
+class _Fact:
+    """One fact about an entity kind, and how questions and gold queries refer to it.
+
+    Attributes:
+        kind: the subject's kind (``person``, ``city``, ``org``, ``work``).
+        question: the question, with ``{s}`` for a reference to the subject.
+        keyword: appended to the subject's name to make the gold query; the
+            passage stating the fact is the only one about the subject that has it.
+        value: the answer: an entity index when ``target`` is set, else the text.
+        target: the kind of entity the value is (None for a literal).
+        passage: the id of the passage stating the fact (None: the subject lacks it).
+        bridge: how a two-hop question refers to the value, with ``{s}`` for the subject.
+    """
+
+    kind: str
+    question: str
+    keyword: str
+    value: Callable[[_Tables, int], Any]
+    target: str | None
+    passage: Callable[[_Tables, int], str | None]
+    bridge: str = ""
 
 
-def _q_person_birth_year(t: _Tables, i: int):
-    p = t.person[i]
-    return f"In which year was {p} born?", str(t.birth_year[i]), (f"{p} born",), (t.person_pid[i],)
+def _person_pid(t: _Tables, i: int) -> str:
+    return t.person_pid[i]
 
 
-def _q_person_occupation(t: _Tables, i: int):
-    p = t.person[i]
-    return f"What is the occupation of {p}?", _OCCUPATIONS[t.occupation[i]], (f"{p} occupation",), (t.person_pid[i],)
+def _city_pid(t: _Tables, i: int) -> str:
+    return t.city_pid[i]
 
 
-def _q_person_employer(t: _Tables, i: int):
-    p = t.person[i]
-    return f"Which organisation employs {p}?", t.org[t.employer[i]], (f"{p} employed",), (t.person_pid[i],)
+def _org_pid(t: _Tables, i: int) -> str:
+    return t.org_pid[i]
 
 
-def _q_person_death_city(t: _Tables, i: int):
-    if not t.death_year[i]:
-        return None
-    p = t.person[i]
-    return f"In which city did {p} die?", t.city[t.death_city[i]], (f"{p} died",), (t.death_pid[i],)
+def _work_pid(t: _Tables, i: int) -> str:
+    return t.work_pid[i]
 
 
-def _q_city_province(t: _Tables, i: int):
-    c = t.city[i]
-    return f"In which province is the city of {c}?", t.province[t.city_province[i]], (f"{c} province",), (t.city_pid[i],)
-
-
-def _q_city_settled(t: _Tables, i: int):
-    c = t.city[i]
-    return f"In which year was the city of {c} settled?", str(t.city_settled[i]), (f"{c} settled",), (t.city_pid[i],)
-
-
-def _q_org_founder(t: _Tables, i: int):
-    o = t.org[i]
-    return f"Who founded the {o}?", t.person[t.org_founder[i]], (f"{o} founded",), (t.org_pid[i],)
-
-
-def _q_org_year(t: _Tables, i: int):
-    o = t.org[i]
-    return f"In which year was the {o} founded?", str(t.org_year[i]), (f"{o} founded",), (t.org_pid[i],)
-
-
-def _q_org_hq(t: _Tables, i: int):
-    o = t.org[i]
-    return f"In which city does the {o} have its headquarters?", t.city[t.org_hq[i]], (f"{o} headquarters",), (t.org_pid[i],)
-
-
-def _q_work_author(t: _Tables, i: int):
-    w = t.work[i]
-    return f"Who wrote {w}?", t.person[t.work_author[i]], (f"{w} written",), (t.work_pid[i],)
-
-
-def _q_work_year(t: _Tables, i: int):
-    w = t.work[i]
-    return f"In which year was {w} published?", str(t.work_year[i]), (f"{w} published",), (t.work_pid[i],)
-
-
-def _q_work_genre(t: _Tables, i: int):
-    w = t.work[i]
-    return f"What kind of work is {w}?", _GENRES[t.work_genre[i]], (f"{w} genre written",), (t.work_pid[i],)
-
-
-def _q_work_author_birth_city(t: _Tables, i: int):
-    w, a = t.work[i], t.work_author[i]
-    return (
-        f"In which city was the author of {w} born?",
-        t.city[t.birth_city[a]],
-        (f"{w} written", f"{t.person[a]} born"),
-        (t.work_pid[i], t.person_pid[a]),
-    )
-
-
-def _q_work_author_birth_year(t: _Tables, i: int):
-    w, a = t.work[i], t.work_author[i]
-    return (
-        f"In which year was the author of {w} born?",
-        str(t.birth_year[a]),
-        (f"{w} written", f"{t.person[a]} born"),
-        (t.work_pid[i], t.person_pid[a]),
-    )
-
-
-def _q_work_author_employer(t: _Tables, i: int):
-    w, a = t.work[i], t.work_author[i]
-    return (
-        f"Which organisation employs the author of {w}?",
-        t.org[t.employer[a]],
-        (f"{w} written", f"{t.person[a]} employed"),
-        (t.work_pid[i], t.person_pid[a]),
-    )
-
-
-def _q_person_employer_founder(t: _Tables, i: int):
-    p, e = t.person[i], t.employer[i]
-    return (
-        f"Who founded the organisation that employs {p}?",
-        t.person[t.org_founder[e]],
-        (f"{p} employed", f"{t.org[e]} founded"),
-        (t.person_pid[i], t.org_pid[e]),
-    )
-
-
-def _q_person_employer_hq(t: _Tables, i: int):
-    p, e = t.person[i], t.employer[i]
-    return (
-        f"In which city does the organisation that employs {p} have its headquarters?",
-        t.city[t.org_hq[e]],
-        (f"{p} employed", f"{t.org[e]} headquarters"),
-        (t.person_pid[i], t.org_pid[e]),
-    )
-
-
-def _q_person_birth_province(t: _Tables, i: int):
-    p, c = t.person[i], t.birth_city[i]
-    return (
-        f"In which province is the city where {p} was born?",
-        t.province[t.city_province[c]],
-        (f"{p} born", f"{t.city[c]} province"),
-        (t.person_pid[i], t.city_pid[c]),
-    )
-
-
-def _q_org_founder_birth_city(t: _Tables, i: int):
-    o, f = t.org[i], t.org_founder[i]
-    return (
-        f"In which city was the founder of the {o} born?",
-        t.city[t.birth_city[f]],
-        (f"{o} founded", f"{t.person[f]} born"),
-        (t.org_pid[i], t.person_pid[f]),
-    )
-
-
-def _q_org_hq_province(t: _Tables, i: int):
-    o, c = t.org[i], t.org_hq[i]
-    return (
-        f"In which province is the headquarters of the {o}?",
-        t.province[t.city_province[c]],
-        (f"{o} headquarters", f"{t.city[c]} province"),
-        (t.org_pid[i], t.city_pid[c]),
-    )
-
-
-# name -> (subject kind, weight, builder). Weights give about half single-hop, half two-hop.
-_TEMPLATES: dict[str, tuple[str, float, _Builder]] = {
-    "person_birth_city": ("person", 1.0, _q_person_birth_city),
-    "person_birth_year": ("person", 0.6, _q_person_birth_year),
-    "person_occupation": ("person", 0.8, _q_person_occupation),
-    "person_employer": ("person", 0.8, _q_person_employer),
-    "person_death_city": ("person", 0.5, _q_person_death_city),
-    "city_province": ("city", 0.3, _q_city_province),
-    "city_settled": ("city", 0.3, _q_city_settled),
-    "org_founder": ("org", 0.6, _q_org_founder),
-    "org_year": ("org", 0.4, _q_org_year),
-    "org_hq": ("org", 0.5, _q_org_hq),
-    "work_author": ("work", 0.8, _q_work_author),
-    "work_year": ("work", 0.5, _q_work_year),
-    "work_genre": ("work", 0.4, _q_work_genre),
-    "work_author_birth_city": ("work", 1.2, _q_work_author_birth_city),
-    "work_author_birth_year": ("work", 0.6, _q_work_author_birth_year),
-    "work_author_employer": ("work", 0.8, _q_work_author_employer),
-    "person_employer_founder": ("person", 1.2, _q_person_employer_founder),
-    "person_employer_hq": ("person", 0.8, _q_person_employer_hq),
-    "person_birth_province": ("person", 0.8, _q_person_birth_province),
-    "org_founder_birth_city": ("org", 0.8, _q_org_founder_birth_city),
-    "org_hq_province": ("org", 0.4, _q_org_hq_province),
+_FACTS = {
+    "birth_city": _Fact("person", "In which city was {s} born?", "born", lambda t, i: t.birth_city[i], "city",
+                        _person_pid, "the city where {s} was born"),
+    "birth_year": _Fact("person", "In which year was {s} born?", "born", lambda t, i: str(t.birth_year[i]), None,
+                        _person_pid),
+    "occupation": _Fact("person", "What is the occupation of {s}?", "occupation",
+                        lambda t, i: _OCCUPATIONS[t.occupation[i]], None, _person_pid),
+    "employer": _Fact("person", "Which organisation employs {s}?", "employed", lambda t, i: t.employer[i], "org",
+                      _person_pid, "the organisation that employs {s}"),
+    "death_city": _Fact("person", "In which city did {s} die?", "died", lambda t, i: t.death_city[i], "city",
+                        lambda t, i: t.death_pid.get(i)),
+    "province": _Fact("city", "In which province is {s}?", "province",
+                      lambda t, i: t.province[t.city_province[i]], None, _city_pid),
+    "settled": _Fact("city", "In which year was {s} settled?", "settled", lambda t, i: str(t.city_settled[i]), None,
+                     _city_pid),
+    "founder": _Fact("org", "Who founded {s}?", "founded", lambda t, i: t.org_founder[i], "person", _org_pid,
+                     "the founder of {s}"),
+    "founded": _Fact("org", "In which year was {s} founded?", "founded", lambda t, i: str(t.org_year[i]), None,
+                     _org_pid),
+    "headquarters": _Fact("org", "In which city does {s} have its headquarters?", "headquarters",
+                          lambda t, i: t.org_hq[i], "city", _org_pid, "the headquarters of {s}"),
+    "author": _Fact("work", "Who wrote {s}?", "written", lambda t, i: t.work_author[i], "person", _work_pid,
+                    "the author of {s}"),
+    "published": _Fact("work", "In which year was {s} published?", "published", lambda t, i: str(t.work_year[i]),
+                       None, _work_pid),
+    "genre": _Fact("work", "What kind of work is {s}?", "genre written", lambda t, i: _GENRES[t.work_genre[i]], None,
+                   _work_pid),
 }
+
+# How a question names an entity of each kind.
+_REFERENCE = {"person": "{n}", "city": "the city of {n}", "org": "the {n}", "work": "{n}"}
+
+# Question templates: name -> (chain of facts, weight). A two-hop chain follows
+# the first fact's entity-valued answer (the bridge) into the second fact.
+# The weights give about half single-hop and half two-hop questions.
+_TEMPLATES: dict[str, tuple[tuple[_Fact, ...], float]] = {
+    **{
+        name: ((_FACTS[name],), weight)
+        for name, weight in [
+            ("birth_city", 1.0), ("birth_year", 0.6), ("occupation", 0.8), ("employer", 0.8), ("death_city", 0.5),
+            ("province", 0.3), ("settled", 0.3), ("founder", 0.6), ("founded", 0.4), ("headquarters", 0.5),
+            ("author", 0.8), ("published", 0.5), ("genre", 0.4),
+        ]
+    },
+    **{
+        f"{a}>{b}": ((_FACTS[a], _FACTS[b]), weight)
+        for a, b, weight in [
+            ("author", "birth_city", 1.2), ("author", "birth_year", 0.6), ("author", "employer", 0.8),
+            ("employer", "founder", 1.2), ("employer", "headquarters", 0.8), ("birth_city", "province", 0.8),
+            ("founder", "birth_city", 0.8), ("headquarters", "province", 0.4),
+        ]
+    },
+}
+
+
+def _ask(t: _Tables, chain: tuple[_Fact, ...], subject: int) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
+    """(question, answer, gold queries, gold passage ids) for ``chain`` asked about ``subject``, or None."""
+    kind, index = chain[0].kind, subject
+    reference = _REFERENCE[kind].format(n=getattr(t, kind)[index])
+    queries, pids = [], []
+    for hop, fact in enumerate(chain):
+        pid = fact.passage(t, index)
+        if pid is None:
+            return None
+        queries.append(f"{getattr(t, kind)[index]} {fact.keyword}")
+        pids.append(pid)
+        value = fact.value(t, index)
+        if hop < len(chain) - 1:  # follow the bridge entity into the next hop
+            reference, kind, index = fact.bridge.format(s=reference), fact.target, int(value)
+    last = chain[-1]
+    answer = value if last.target is None else getattr(t, last.target)[int(value)]
+    return last.question.format(s=reference), answer, tuple(queries), tuple(pids)
 
 
 def world_fingerprint(seed: int, n_passages: int) -> str:
@@ -509,16 +444,21 @@ def _write_questions(
     items: list[QAItem] = []
     gold: dict[str, tuple[str, ...]] = {}
     for name, want in zip(names, quota):
-        kind, _, build = _TEMPLATES[name]
-        subjects = rng.choice(kinds[kind], size=min(int(want), kinds[kind]), replace=False)
-        for s in subjects.tolist():
-            made = build(t, s)
+        chain = _TEMPLATES[name][0]
+        made_here = 0
+        # Walk subjects in random order until the quota is met: some lack the
+        # fact (only some people have a recorded death).
+        for s in rng.permutation(kinds[chain[0].kind]).tolist():
+            if made_here == want:
+                break
+            made = _ask(t, chain, s)
             if made is None:
                 continue
             question, answer, queries, pids = made
             qid = f"{name}:{s}"
             items.append(QAItem(qid, question, (answer,), queries, len(queries)))
             gold[qid] = pids
+            made_here += 1
     order = rng.permutation(len(items))
     return [items[i] for i in order], gold
 

@@ -138,6 +138,8 @@ def load_wiki_vital(*, split_seed: int = 0, path: str | Path | None = None) -> Q
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, f"line {exc.lineno}", f"invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(path, f"byte {exc.start}", f"not UTF-8 text ({exc.reason})") from None
     if not isinstance(raw, dict):
         raise DataFormatError(path, "line 1", "expected an object mapping titles to summaries")
     corpus: list[Passage] = []
