@@ -1,7 +1,11 @@
 """``mem1 train``: SFT, PPO, GRPO or SFT-then-PPO on accelerate, from a YAML config.
 
     mem1 train --config examples/configs/qa2_tiny.yaml [section.key=value ...]
-    accelerate launch --num_processes 2 --cpu -m mem1_agent.cli train --config ...
+    accelerate launch --num_processes 2 --multi_gpu -m mem1_agent.cli train --config ...
+
+On a machine without CUDA the second command runs two CPU processes (torchrun underneath, gloo
+backend). ``accelerate launch --cpu`` with accelerate 1.x starts a single process unless an MPI
+hostfile is configured, so it is not the way to get several CPU processes.
 
 Each process rolls out its own episodes (distinct task seeds) and the gradients are
 averaged by accelerate (DDP), so parameters stay identical across processes. The run
@@ -55,7 +59,7 @@ def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
             module, _, name = cfg.id.partition(":")
             env = getattr(importlib.import_module(module), name)(**kwargs)
         else:
-            env = gym.make(cfg.id, **kwargs)
+            env = gym.make(cfg.id, disable_env_checker=True, **kwargs)
     except TypeError as err:
         raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
     return env
@@ -159,7 +163,8 @@ class Trainer:
         from .models import frozen_reference, load_policy
 
         self.cfg = cfg
-        self.accelerator = Accelerator()
+        # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         set_seed(cfg.train.seed, device_specific=False)
         algo = cfg.train.algorithm
@@ -314,11 +319,11 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             self.state.results.pop("after", None)  # a continued run must be evaluated again
-            scalars = {"loss": float(loss), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+            scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
             self.log(scalars, self.state.step, "sft")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if self.state.step % max(cfg.train.save_every, 1) == 0 or self.state.step == cfg.sft.steps:
                 self.save()
         if bar is not None:

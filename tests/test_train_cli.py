@@ -58,7 +58,10 @@ def test_two_processes_on_accelerate_keep_parameters_identical(tmp_path):
     if accelerate is None:
         pytest.fail("the accelerate launcher is not installed next to this Python")
     out = tmp_path / "ddp"
-    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "-m", "mem1_agent.cli", "train", "--config", str(PRESET),
+    # Without CUDA the trainer asks accelerate for CPU processes (gloo); --multi_gpu selects the
+    # multi-process launcher (``--cpu`` alone starts one process unless MPI is configured).
+    multi = "--multi_gpu"
+    cmd = [accelerate, "launch", "--num_processes", "2", multi, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mem1_agent.cli", "train", "--config", str(PRESET),
            f"train.output_dir={out}", "train.iterations=1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
