@@ -200,17 +200,31 @@ class WebShopBrowserEnv(ShopEnvBase):
 
     def _navigate(self, go: Any) -> None:
         """Run ``go`` (a click or ``get``), wait for the new page, and read it."""
-        from selenium.common.exceptions import TimeoutException
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
         old = self.driver.find_element(By.TAG_NAME, "html")
+
+        def old_page_gone(_: Any) -> bool:
+            # Selenium's staleness_of only knows StaleElementReferenceException; while the old
+            # document is being torn down Chromium may instead answer "Node with given id does
+            # not belong to the document" (seen about once in five notebook runs): gone as well.
+            try:
+                old.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as err:
+                if "does not belong to the document" in str(err):
+                    return True
+                raise
+            return False
+
         go()
         # Poll often: the default (0.5 s) would dominate a local page load.
         wait = WebDriverWait(self.driver, self.page_timeout, poll_frequency=0.01)
         try:
-            wait.until(ec.staleness_of(old))
+            wait.until(old_page_gone)
             wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
         except TimeoutException:
             raise RuntimeError(f"the WebShop page did not load within {self.page_timeout:.0f} s ({self.base_url})") from None
