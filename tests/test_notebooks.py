@@ -152,4 +152,4 @@ def test_webshop_browser(kernel_dir: Path, tmp_path: Path) -> None:
     assert "same observation: True" in out and "same observation: False" not in out
     scores = re.findall(r"browser ([\d.]+), in-process ([\d.]+)", out)
     assert len(scores) == 5 and all(b == lo for b, lo in scores)
-    assert (tmp_path / "webshop_item.png").stat().st_size > 1000 and n_images(nb) == 1
+    assert (tmp_path / "runs" / "webshop_item.png").stat().st_size > 1000 and n_images(nb) == 1
