@@ -7,8 +7,8 @@ Compares, on the same tasks and sampling seed:
 * cross-turn KV-cache reuse on vs off at the batched size;
 * one PPO iteration (stitched forward of values/reference, GAE, update): stitched tokens/s.
 
-    python benchmarks/rollout.py                       # tiny random model (seconds)
-    python benchmarks/rollout.py --model default       # SmolLM2-135M-Instruct
+    python -m benchmarks.rollout                       # tiny random model (seconds)
+    python -m benchmarks.rollout --model default       # SmolLM2-135M-Instruct
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def save_checkpoint(
     return path
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_state(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # any unpickling / zip error means the same thing to the user
@@ -142,7 +142,7 @@ def load_checkpoint(
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    state = _read(path)
+    state = read_state(path)
     _unwrap(model, accelerator).load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])

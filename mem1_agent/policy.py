@@ -345,7 +345,8 @@ class LMPolicy:
             keys, values = [], []
             like = some.kv[layer][0]
             for i, slot in enumerate(slots):
-                take = max(cached - pads[i], 0)  # a row padded past the shared columns takes none
+                # A row padded beyond the cached columns contributes padding only.
+                take = max(cached - pads[i], 0)
                 pad_k = like.new_zeros(like.shape[0], cached - take, like.shape[2])
                 if slot is None:  # take == 0 here: only padding columns
                     keys.append(pad_k)

@@ -35,6 +35,8 @@ from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
 
+#: The SFT model, the KL reference of the PPO phase of ``sft+ppo``.
+REFERENCE_FILE = "reference.pt"
 #: Task seeds of different iterations / processes never collide below this many tasks per iteration.
 _SEED_STRIDE = 100_000
 
@@ -206,6 +208,24 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         expose_config(self.model)
 
+    def _set_sft_reference(self, save: bool) -> None:
+        """After the SFT warm start, the KL reference is the SFT model, not the initial one.
+
+        Its weights are kept in ``reference.pt`` (written atomically at the switch) so a resumed
+        PPO phase penalises the distance to the same reference.
+        """
+        from .checkpoint import atomic_save, read_state
+
+        if self.ref is None:
+            return
+        path = self.out / REFERENCE_FILE
+        current = self.accelerator.unwrap_model(self.model)
+        if save:
+            if self.accelerator.is_main_process:
+                atomic_save({"step": 0, "lm": current.lm.state_dict()}, path)
+            self.accelerator.wait_for_everyone()
+        self.ref.lm.load_state_dict(read_state(path)["lm"])
+
     def save(self) -> None:
         """Atomic checkpoint of the current state."""
         save_checkpoint(
@@ -216,13 +236,13 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load ``output_dir``'s checkpoint when there is one; True if the run continues from it."""
-        from .checkpoint import CHECKPOINT_FILE, CheckpointError, _read
+        from .checkpoint import CHECKPOINT_FILE, CheckpointError, read_state
 
         path = self.out / CHECKPOINT_FILE
         if not path.is_file():
             return False
         # The optimizer must be the phase's before its state can be loaded into it.
-        phase = _read(path).get("extra", {}).get("phase", self.state.phase)
+        phase = read_state(path).get("extra", {}).get("phase", self.state.phase)
         if phase != self.state.phase:
             self.state.phase = phase
             self._prepare(phase)
@@ -269,8 +289,11 @@ class Trainer:
                     self.state.results["after_sft"] = self._evaluate("after_sft")
                 self.state.phase, self.state.step = "rl", 0
                 self._prepare("rl")
+                self._set_sft_reference(save=True)
                 self.save()
         if self.state.phase == "rl":
+            if cfg.train.algorithm == "sft+ppo" and self.ref is not None:
+                self._set_sft_reference(save=False)
             self._rl()
         if cfg.train.eval_after and "after" not in self.state.results:
             self.state.results["after"] = self._evaluate("after")

@@ -99,6 +99,21 @@ def test_kv_cache_is_reused_across_calls_and_stays_exact(tiny_policy):
             assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
 
 
+def test_kv_reuse_with_rows_padded_beyond_the_cached_columns(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=5), generator=torch.Generator().manual_seed(4))
+    ctxs = contexts(tok)
+    first = policy.generate(ctxs, keys=[0, 1, 2])
+    # Row 1 grows a lot, rows 0 and 2 only by a token: they end up padded past the shared cached columns.
+    grown = tok(" <info> alpha = 17. beta = 42. gamma = 3. delta = 88. </info>", add_special_tokens=False)["input_ids"]
+    longer = [ctxs[0] + first[0].ids + grown[:1], ctxs[1] + first[1].ids + grown, ctxs[2] + first[2].ids + grown[:1]]
+    second = policy.generate(longer, keys=[0, 1, 2])
+    assert second[1].reused > 0
+    with torch.no_grad():
+        for ctx, gen in zip(longer, second):
+            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
+
+
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)

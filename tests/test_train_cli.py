@@ -14,6 +14,7 @@ import torch
 
 from mem1_agent.checkpoint import CHECKPOINT_FILE
 from mem1_agent.cli import main
+from mem1_agent.models import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "examples" / "configs" / "qa2_tiny.yaml"
@@ -45,6 +46,14 @@ def test_sft_then_grpo_algorithms_run(tmp_path):
     assert state["extra"]["phase"] == "sft" and state["step"] == 2
     assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'grpo'}", "train.algorithm=grpo", "train.iterations=1"]) == 0
     assert _step(tmp_path / "grpo") == 1
+
+
+def test_sft_then_ppo_uses_the_sft_model_as_kl_reference(tmp_path):
+    out = tmp_path / "sftppo"
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo", "train.iterations=1"]) == 0
+    reference = torch.load(out / "reference.pt", map_location="cpu", weights_only=False)["lm"]
+    initial, _ = load_policy("tiny", seed=0)
+    assert any(not torch.equal(v, initial.lm.state_dict()[k]) for k, v in reference.items())
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):
