@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
     "train": ("mem1_agent.train", "train a MEM1 agent (sft, ppo, grpo, sft+ppo) from a YAML config"),
     "serve-retriever": ("mem1_gym.retrieval_server", "serve a retrieval index over HTTP (Search-R1 API)"),
+    "webshop": ("webshop_env.cli", "serve the WebShop site (mem1 webshop serve --port P --num-products N)"),
 }
 
 

@@ -31,6 +31,7 @@ import gymnasium as gym
 import torch
 
 from .models import SUPPORTED_ATTN, check_attn_implementation, load_policy
+from .toy_task import make_env
 from .trajectory import Episode, EpisodeBuilder, per_turn_logprobs, stitch, stitched_forward
 
 
@@ -52,16 +53,9 @@ class ConsistencyResult:
         return not math.isnan(self.max_gap) and self.max_gap <= tol
 
 
-def make_env(env_id: str, memory: str, turns: int, seed: int) -> gym.Env:
-    """The text environment of the check: ``toy``, ``qa`` or any registered id."""
-    if env_id == "toy":
-        from .toy_task import KeyLookupEnv
-
-        return KeyLookupEnv(n_keys=2, memory=memory, max_turns=turns, seed=seed)
-    import mem1_gym  # noqa: F401  (registers the environments)
-
-    name = "mem1_gym/MultiObjectiveQA-v0" if env_id == "qa" else env_id
-    return gym.make(name, memory=memory, max_turns=turns, seed=seed)
+def _check_env(env_id: str, memory: str, turns: int, seed: int) -> gym.Env:
+    kwargs = {"n_keys": 2} if env_id == "toy" else {}
+    return make_env(env_id, memory=memory, max_turns=turns, seed=seed, **kwargs)
 
 
 def default_env_id() -> str:
@@ -139,7 +133,7 @@ def check(
     for memory in memories:
         policy.lm.set_attn_implementation(attns[0])
         eps = [
-            rollout_episode(policy, tokenizer, make_env(env_id, memory, turns, seed + i), seed + i, max_new_tokens)
+            rollout_episode(policy, tokenizer, _check_env(env_id, memory, turns, seed + i), seed + i, max_new_tokens)
             for i in range(episodes)
         ]
         for attn in attns:

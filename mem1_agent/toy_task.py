@@ -11,6 +11,8 @@ under ``mem1`` the agent must carry the values it found in its internal state.
 
 from __future__ import annotations
 
+import gymnasium as gym
+
 from mem1_gym.protocol import ANSWER, SEARCH, Turn, format_turn
 from mem1_gym.turn_env import Outcome, TurnEnv
 
@@ -75,3 +77,21 @@ class KeyLookupEnv(TurnEnv):
         if missing:
             return format_turn(f"found: {known}", SEARCH, missing[0], self.tags)
         return format_turn(f"found: {known}", ANSWER, "; ".join(TABLE[k] for k in self.keys), self.tags)
+
+
+#: Gymnasium id of the toy task (registered when this module is imported).
+TOY_ENV_ID = "mem1_agent/KeyLookup-v0"
+if TOY_ENV_ID not in gym.registry:
+    gym.register(id=TOY_ENV_ID, entry_point="mem1_agent.toy_task:KeyLookupEnv")
+
+
+def make_env(env_id: str = "toy", **kwargs) -> gym.Env:
+    """A MEM1 text environment by id: ``toy`` (this task), ``qa`` (``mem1_gym/MultiObjectiveQA-v0``) or any registered id.
+
+    ``kwargs`` go to the environment (``memory``, ``max_turns``, ``seed``, ...).
+    The returned env is unwrapped of Gymnasium's checkers so token wrappers see the TurnEnv API directly.
+    """
+    import mem1_gym  # noqa: F401  (registers the environments)
+
+    name = {"toy": TOY_ENV_ID, "qa": "mem1_gym/MultiObjectiveQA-v0"}.get(env_id, env_id)
+    return gym.make(name, disable_env_checker=True, **kwargs)

@@ -497,7 +497,8 @@ def stitch(
 
 
 def _model_attn(policy: Any) -> str:
-    return getattr(policy.config, "_attn_implementation", None) or "eager"
+    inner = getattr(policy, "module", policy)  # through DDP / accelerate wrappers
+    return getattr(inner.config, "_attn_implementation", None) or "eager"
 
 
 def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = False) -> dict[str, torch.Tensor | None]:

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _ENVS = {
     "mem1_gym/MultiObjectiveQA-v0": "mem1_gym.qa_env:MultiObjectiveQAEnv",
     "mem1_gym/WebSearchQA-v0": "mem1_gym.websearch_env:WebSearchQAEnv",
+    "mem1_gym/WebShop-v0": "mem1_gym.webshop:Mem1WebShopEnv",
 }
 
 # The http retriever backend registers itself into make_retriever's registry (stdlib only, cheap).

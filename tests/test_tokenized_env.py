@@ -9,9 +9,9 @@ from gymnasium.utils.env_checker import check_env
 
 from mem1_gym.wrappers import TokenizedEnv
 from mem1_gym.wrappers.tokenized import common_prefix_len
-from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer
+from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer, prompt_tokens
 
-POLICIES = ["full", "mem1", "window:2", "truncate:150"]
+POLICIES = ["full", "mem1", "window:2", "truncate:180"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def test_segments_round_trip_text_to_ids(tok):
         for seg in info["new_segments"]:
             ids = info["segment_ids"][seg["id"]]
             if seg["kind"] == "prompt":
-                templated = tok.apply_chat_template([{"role": "user", "content": seg["text"]}], add_generation_prompt=True, tokenize=False)
+                message = [{"role": "user", "content": seg["text"]}]
+                templated = tok.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
                 assert env.decode(ids) == templated
                 assert env.decode(ids).endswith("<|im_start|>assistant\n")
             else:
@@ -176,25 +177,27 @@ def test_metrics_are_in_real_tokens(tok):
 
 
 def test_truncate_policy_keeps_context_within_budget(tok):
-    budget = 110
+    budget = prompt_tokens(tok) + 50
     env = TokenizedEnv(SecretNumberEnv(memory=f"truncate:{budget}", max_turns=8), tok, max_length=budget)
     for _, info, term, trunc in run_episode(env, [search_turn(i) for i in range(8)]):
         assert len(info["input_ids"]) <= budget
-        assert "truncation_reason" not in info
+        assert "max_length" not in info.get("truncation_reason", "")
     assert trunc and not term  # ended by the turn limit, not by overflow
+    assert info["truncation_reason"] == "turn limit"
     assert info["turn"] == 8
 
 
 def test_overflow_truncates_the_episode_with_a_reason(tok):
-    env = TokenizedEnv(SecretNumberEnv(memory="full", max_turns=8), tok, max_length=150)
+    limit = prompt_tokens(tok) + 80
+    env = TokenizedEnv(SecretNumberEnv(memory="full", max_turns=8), tok, max_length=limit)
     for obs, info, term, trunc in run_episode(env, [search_turn(i) for i in range(8)]):
         pass
     assert trunc and not term
-    assert "max_length=150" in info["truncation_reason"]
+    assert f"max_length={limit}" in info["truncation_reason"]
     assert info["turn"] < 8
     # The observation holds whole leading segments only; the info keeps the full context.
     n = int(obs["attention_mask"].sum())
-    assert n <= 150 < len(info["input_ids"])
+    assert n <= limit < len(info["input_ids"])
     assert n in {end for _, _, end in info["spans"]}
     assert obs["input_ids"][:n].tolist() == info["input_ids"][:n]
     # The episode is over for the wrapper even though the text env could go on.
@@ -247,3 +250,45 @@ def test_tokenizer_can_be_given_by_path(tok, tmp_path):
 def test_rejects_non_mem1_envs(tok):
     with pytest.raises(TypeError, match="TurnEnv"):
         TokenizedEnv(gym.make("CartPole-v1"), tok)
+
+
+@pytest.mark.parametrize("memory", ["full", "mem1", "truncate:600"])
+def test_multi_objective_qa_oracle_episode_in_tokens(tok, memory):
+    import mem1_gym  # noqa: F401  (registers the envs)
+
+    text_env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=2, memory=memory)
+    env = TokenizedEnv(text_env, tok, max_length=8192)
+    obs, info = env.reset(seed=0)
+    prompt_len = len(info["input_ids"])
+    previous = info["input_ids"]
+    total = 0.0
+    while True:
+        ids = tok(env.unwrapped.oracle_action(), add_special_tokens=False)["input_ids"]
+        obs, reward, term, trunc, info = env.step(ids)
+        total += reward
+        ids_now = info["input_ids"]
+        assert info["context_tokens"] == len(ids_now) == int(obs["attention_mask"].sum())
+        assert info["prefix_len"] == common_prefix_len(previous, ids_now) >= prompt_len
+        if memory == "full":
+            assert info["prefix_len"] == len(previous)
+        if memory.startswith("truncate"):
+            assert len(ids_now) <= 600
+        for seg in info["new_segments"]:
+            assert env.decode(info["segment_ids"][seg["id"]]) == seg["text"]
+        previous = ids_now
+        if term or trunc:
+            break
+    assert term and total == 2.0 and info["metrics"]["em"] == 2.0
+
+
+def test_works_in_sync_vector_env(tok):
+    def make():
+        return TokenizedEnv(SecretNumberEnv(memory="mem1"), tok, max_length=256)
+
+    venv = gym.vector.SyncVectorEnv([make, make])
+    obs, info = venv.reset(seed=[0, 1])
+    ids = np.array(tok(search_turn(0), add_special_tokens=False)["input_ids"])
+    obs, _, _, _, info = venv.step((ids, ids))
+    assert obs["input_ids"].shape == (2, 256)
+    assert (obs["attention_mask"].sum(1) > info["prefix_len"]).all()
+    venv.close()

@@ -351,7 +351,7 @@ def test_sync_and_async_vector_envs():
         assert _oracle_episode_vector(sync, 2) == [1.0, 1.0]
     finally:
         sync.close()
-    asyn = gym.vector.AsyncVectorEnv(fns, shared_memory=False)
+    asyn = gym.vector.AsyncVectorEnv(fns)
     try:
         assert _oracle_episode_vector(asyn, 2) == [1.0, 1.0]
     finally:

@@ -1,8 +1,7 @@
-"""Offline fixtures for the token-level tests: a tiny BPE tokenizer, a tiny Llama, a small deterministic env.
+"""Offline fixtures for the token-level tests: a small deterministic env, the tiny tokenizer and model.
 
-Nothing here downloads anything: the tokenizer is trained in-process on a few
-sentences of the env's own language; the model is a randomly initialised
-``LlamaForCausalLM`` with a 32-wide hidden state.
+Nothing here downloads anything: the tokenizer and the random Llama come from
+:mod:`mem1_agent.models` (trained / initialised in-process).
 """
 
 from __future__ import annotations
@@ -11,12 +10,6 @@ from pathlib import Path
 
 from mem1_gym.protocol import ANSWER, SEARCH, Turn, format_turn
 from mem1_gym.turn_env import Outcome, TurnEnv
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 class SecretNumberEnv(TurnEnv):
@@ -39,7 +32,10 @@ class SecretNumberEnv(TurnEnv):
         self.secret = int(self.np_random.integers(10, 100))
         self.searches = 0
         self.answer_given = None
-        return "Find the secret number. Search with <query> secret </query>, then answer it with <answer> the number </answer>."
+        return (
+            "Find the secret number. Search with <query> secret </query>, "
+            "then answer it with <answer> the number </answer>."
+        )
 
     def _execute(self, turn: Turn) -> Outcome:
         if turn.role == SEARCH:
@@ -57,60 +53,28 @@ class SecretNumberEnv(TurnEnv):
         return format_turn(f"The secret is {self.secret}.", ANSWER, str(self.secret), self.tags)
 
 
-def _corpus() -> list[str]:
-    env = SecretNumberEnv()
-    lines = [env._new_task()]
-    for n in range(10, 100):
-        lines.append(f"<IS> I need the secret number. </IS><query> secret </query>")
-        lines.append(f"\n<info> clue 1: the secret number is {n}. </info>\n")
-        lines.append(f"<IS> The secret is {n}. </IS><answer> {n} </answer>")
-    lines.append("\n<info> Invalid turn: missing internal state. answer received. </info>\n")
-    return lines * 3
+def build_tiny_tokenizer(with_chat_template: bool = True):
+    """The project's tiny byte-level BPE tokenizer (ChatML template), optionally without its template."""
+    from mem1_agent.models import tiny_tokenizer
 
-
-def build_tiny_tokenizer(with_chat_template: bool = True, vocab_size: int = 400):
-    """A byte-level BPE tokenizer trained on the env's language (any text still tokenizes)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(_corpus(), trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-    )
-    if with_chat_template:
-        fast.chat_template = CHAT_TEMPLATE
-    return fast
+    tok = tiny_tokenizer()
+    if not with_chat_template:
+        tok.chat_template = None
+    return tok
 
 
 def build_tiny_model_dir(path: Path, tokenizer) -> Path:
-    """Save a random 2-layer, 32-wide ``LlamaForCausalLM`` (and the tokenizer) to ``path``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """Save the project's random 2-layer Llama (sized to ``tokenizer``) and the tokenizer to ``path``."""
+    from mem1_agent.models import tiny_model
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_model("llama", seed=0, vocab_size=len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def prompt_tokens(tokenizer) -> int:
+    """Length of SecretNumberEnv's chat-templated prompt under ``tokenizer`` (the same for every seed)."""
+    from mem1_gym.wrappers import TokenizedEnv
+
+    _, info = TokenizedEnv(SecretNumberEnv(), tokenizer, max_length=10_000).reset(seed=0)
+    return len(info["input_ids"])

@@ -33,7 +33,7 @@ from .tokenized import TokenizedEnv, common_prefix_len, pad_ids
 from .turn_grammar import DEAD, DONE, GrammarState, TurnGrammar, token_strings
 
 
-class TokenMDPEnv(gym.Wrapper):
+class TokenMDPEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """One token per step over a MEM1 text env (see the module docstring).
 
     Args:
@@ -42,7 +42,7 @@ class TokenMDPEnv(gym.Wrapper):
         max_length: observation length (when wrapping a text env).
         max_turn_tokens: a turn is cut after this many tokens.
         grammar: constrain :meth:`action_masks` to the turn grammar; when False
-            it only excludes nothing (all ones).
+            every token is allowed (all ones).
         **tokenized_kwargs: further :class:`TokenizedEnv` arguments
             (``chat_template``, ``system_prompt``).
     """
@@ -56,11 +56,19 @@ class TokenMDPEnv(gym.Wrapper):
         grammar: bool = True,
         **tokenized_kwargs: Any,
     ):
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            max_turn_tokens=max_turn_tokens,
+            grammar=grammar,
+            **tokenized_kwargs,
+        )
         if not isinstance(env, TokenizedEnv):
             if tokenizer is None:
                 raise ValueError("TokenMDPEnv needs a tokenizer when env is not already a TokenizedEnv")
             env = TokenizedEnv(env, tokenizer, max_length=max_length, **tokenized_kwargs)
-        super().__init__(env)
+        gym.Wrapper.__init__(self, env)
         if max_turn_tokens < 1:
             raise ValueError(f"max_turn_tokens must be at least 1, got {max_turn_tokens}")
         self.tokenized: TokenizedEnv = env
@@ -89,7 +97,9 @@ class TokenMDPEnv(gym.Wrapper):
             )
         return self._grammar
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset the inner env; the first turn starts empty."""
         obs, info = self.env.reset(seed=seed, options=options)
         self.turn_ids = []

@@ -200,7 +200,7 @@ class _Context:
     spans: list[tuple[int, int, int]]
 
 
-class TokenizedEnv(gym.Wrapper):
+class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Token-in / token-out wrapper of a MEM1 text environment (see the module docstring).
 
     Args:
@@ -223,9 +223,15 @@ class TokenizedEnv(gym.Wrapper):
         chat_template: bool | None = None,
         system_prompt: str | None = None,
     ):
-        super().__init__(env)
+        # Recorded so env.spec can rebuild the wrapper stack (gymnasium's checker does).
+        gym.utils.RecordConstructorArgs.__init__(
+            self, tokenizer=tokenizer, max_length=max_length, chat_template=chat_template, system_prompt=system_prompt
+        )
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, TurnEnv):
-            raise TypeError(f"TokenizedEnv wraps MEM1 text envs (TurnEnv subclasses), got {type(env.unwrapped).__name__}")
+            raise TypeError(
+                f"TokenizedEnv wraps MEM1 text envs (TurnEnv subclasses), got {type(env.unwrapped).__name__}"
+            )
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         self.tokenizer = load_tokenizer(tokenizer)
@@ -245,8 +251,13 @@ class TokenizedEnv(gym.Wrapper):
 
     # -- Gymnasium API --------------------------------------------------------
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Reset the text env and tokenize its prompt (raises ``ValueError`` if the prompt alone exceeds ``max_length``)."""
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset the text env and tokenize its prompt.
+
+        Raises ``ValueError`` if the prompt alone exceeds ``max_length``.
+        """
         self.segment_token_ids = {}
         self.context_ids = []
         self.counter.begin(resetting=True)
@@ -267,7 +278,10 @@ class TokenizedEnv(gym.Wrapper):
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Take one turn given as token ids (kept verbatim) or text."""
         if self._over:
-            info = {"error": "the episode has ended; call reset() to start a new one", "prefix_len": len(self.context_ids)}
+            info = {
+                "error": "the episode has ended; call reset() to start a new one",
+                "prefix_len": len(self.context_ids),
+            }
             assert self._last_obs is not None, "call reset() before step()"
             return self._last_obs, 0.0, True, False, info
         ids = as_id_list(action)
@@ -321,7 +335,8 @@ class TokenizedEnv(gym.Wrapper):
                 # The env counted this segment with another counter: visibility
                 # and metrics would no longer be in our tokens.
                 raise RuntimeError(
-                    f"segment {seg['id']} ({seg['kind']}) was counted as {seg['tokens']} tokens but has {len(ids)} ids; "
+                    f"segment {seg['id']} ({seg['kind']}) was counted as {seg['tokens']} tokens "
+                    f"but has {len(ids)} ids; "
                     "was env.unwrapped.token_counter replaced?"
                 )
             new[seg["id"]] = ids

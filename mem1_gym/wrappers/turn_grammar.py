@@ -72,8 +72,11 @@ class TurnGrammar:
         for i in special_ids:
             if 0 <= i < len(self.special):
                 self.special[i] = True
-        # Tokens without '<' cannot touch a tag in free text: a fast path.
+        # Per-token facts that let mask() skip tokens that cannot touch a tag.
         self._has_lt = np.array(["<" in s for s in self.token_strings], dtype=bool)
+        self._first = np.array([s[:1] for s in self.token_strings], dtype="<U1")
+        self._space_first = np.array([s[:1].isspace() for s in self.token_strings], dtype=bool)
+        self._nonempty = np.array([bool(s) for s in self.token_strings], dtype=bool)
         self._masks: dict[GrammarState, np.ndarray] = {}
 
     @property
@@ -130,20 +133,28 @@ class TurnGrammar:
             # Nothing left to constrain: the turn is over or already malformed.
             mask = np.ones(n, dtype=bool)
         else:
-            mask = np.zeros(n, dtype=bool)
-            free = state.phase in (IN_STATE, IN_ACTION) and not state.buf
-            for i, s in enumerate(self.token_strings):
-                if self.special[i] or not s:
-                    continue
-                if free and not self._has_lt[i]:
-                    mask[i] = True
-                    continue
+            # Only tokens whose first character can touch a tag need simulating:
+            # in free text every other token is fine, in a tag position none is.
+            if state.phase in (IN_STATE, IN_ACTION):
+                closing = self.closing_tag(state)
+                touching = self._has_lt | (self._first == closing[len(state.buf)]) if state.buf else self._has_lt.copy()
+                mask = ~touching
+            else:
+                targets = [self.open_state] if state.phase == OPEN_STATE else list(self.open_actions)
+                nexts = [t[len(state.buf)] for t in targets if t.startswith(state.buf) and len(t) > len(state.buf)]
+                touching = np.isin(self._first, nexts)
+                if not state.buf:
+                    touching |= self._space_first
+                mask = np.zeros(n, dtype=bool)
+            for i in np.flatnonzero(touching):
+                s = self.token_strings[i]
                 if "\ufffd" in s and state.phase in (OPEN_STATE, BEFORE_ACTION):
                     continue
                 mask[i] = self.advance(state, s).phase != DEAD
+            mask &= ~self.special & self._nonempty
             if not mask.any():
                 # A vocabulary that cannot spell the grammar: do not dead-end the policy.
-                mask[:] = ~self.special
+                mask = ~self.special
         self._masks[state] = mask
         return mask
 
