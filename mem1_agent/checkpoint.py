@@ -89,7 +89,11 @@ def save_checkpoint(
     directory = Path(directory)
     rank = accelerator.process_index if accelerator is not None else 0
     rng = {"rng": rng_state(), "generator": generator.get_state() if generator is not None else None}
-    rngs = accelerator.gather_object([rng]) if accelerator is not None and accelerator.num_processes > 1 else [rng]
+    rngs = [rng]
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        rngs = gather_object([rng])
     path = directory / CHECKPOINT_FILE
     if rank == 0:
         state = {

@@ -65,7 +65,7 @@ class EnvConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTSettings:
     """Supervised warm start on oracle trajectories.
 
     Attributes:
@@ -95,6 +95,7 @@ class EvalConfig:
         seed: first task seed (tasks ``seed .. seed + episodes - 1``).
         greedy: decode greedily (temperature 0) during evaluation.
         max_new_tokens: per-turn token limit during evaluation.
+        num_envs: episodes generated together (the evaluation batch).
     """
 
     scale_key: str = "n_objectives"
@@ -104,6 +105,7 @@ class EvalConfig:
     seed: int = 100_000
     greedy: bool = True
     max_new_tokens: int = 128
+    num_envs: int = 8
 
 
 @dataclass
@@ -149,7 +151,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft: SFTSettings = field(default_factory=SFTSettings)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -202,6 +204,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-5" (no dot) as a string; accept any numeric spelling.
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -146,6 +146,7 @@ class LMPolicy:
         self.pad_id = int(pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0))
         self.generator = generator
         self._slots: dict[Hashable, _SlotCache] = {}
+        self._ends_cache: dict[int, bool] = {}
 
     @property
     def device(self) -> torch.device:
@@ -320,6 +321,17 @@ class LMPolicy:
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
     def _hit_stop(self, ids: list[int]) -> bool:
+        # A stop string can only complete on a token whose text holds the string's last character;
+        # checking that per token id (cached) spares a tail decode at almost every step.
+        last = ids[-1]
+        may_end = self._ends_cache.get(last)
+        if may_end is None:
+            piece = self.tokenizer.decode([last], skip_special_tokens=False)
+            # Byte-level pieces that do not decode alone (replacement char) are checked the slow way.
+            may_end = "\ufffd" in piece or any(s[-1] in piece for s in self.stop_strings if s)
+            self._ends_cache[last] = may_end
+        if not may_end:
+            return False
         tail = self.tokenizer.decode(ids[-_STOP_WINDOW:], skip_special_tokens=False)
         return any(s in tail for s in self.stop_strings)
 

@@ -1,7 +1,11 @@
 """``mem1 train``: SFT, PPO, GRPO or SFT-then-PPO on accelerate, from a YAML config.
 
     mem1 train --config examples/configs/qa2_tiny.yaml [section.key=value ...]
-    accelerate launch --num_processes 2 --cpu -m mem1_agent.cli train --config ...
+    accelerate launch --num_processes 2 --multi_gpu -m mem1_agent.cli train --config ...
+
+On a machine without CUDA the second command runs two CPU processes (torchrun underneath, gloo
+backend). ``accelerate launch --cpu`` with accelerate 1.x starts a single process unless an MPI
+hostfile is configured, so it is not the way to get several CPU processes.
 
 Each process rolls out its own episodes (distinct task seeds) and the gradients are
 averaged by accelerate (DDP), so parameters stay identical across processes. The run
@@ -38,12 +42,11 @@ _SEED_STRIDE = 100_000
 # -- environments ------------------------------------------------------------------
 
 
-def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
-    """One ``TokenizedEnv`` over the env ``cfg`` describes (``overrides`` win over ``cfg.kwargs``)."""
+def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
+    """The text env ``cfg`` describes (``overrides`` win over ``cfg.kwargs``)."""
     import gymnasium as gym
 
     import mem1_gym  # noqa: F401  (registers the environments)
-    from mem1_gym.wrappers import TokenizedEnv
 
     kwargs: dict[str, Any] = {"memory": cfg.memory, **cfg.kwargs}
     if cfg.max_turns is not None:
@@ -56,10 +59,17 @@ def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
             module, _, name = cfg.id.partition(":")
             env = getattr(importlib.import_module(module), name)(**kwargs)
         else:
-            env = gym.make(cfg.id, **kwargs)
+            env = gym.make(cfg.id, disable_env_checker=True, **kwargs)
     except TypeError as err:
         raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
-    return TokenizedEnv(env, tokenizer, max_length=cfg.max_length)
+    return env
+
+
+def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
+    """One ``TokenizedEnv`` over the env ``cfg`` describes."""
+    from mem1_gym.wrappers import TokenizedEnv
+
+    return TokenizedEnv(make_text_env(cfg, **overrides), tokenizer, max_length=cfg.max_length)
 
 
 def make_envs(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> list[Any]:
@@ -89,7 +99,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: Config, progress: bool = False) ->
     ev = cfg.eval
     sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0 if ev.greedy else cfg.sampling.temperature)
     policy = LMPolicy(model, tokenizer, sampling=sampling, generator=torch.Generator().manual_seed(ev.seed))
-    env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split})
+    env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split, "num_envs": max(1, min(ev.num_envs, ev.episodes))})
     results: dict[str, dict[str, float]] = {}
     for size in ev.sizes:
         overrides = {ev.scale_key: size} if ev.scale_key else {}
@@ -117,10 +127,10 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[Any]:
     """Episodes that follow ``env.unwrapped.oracle_action()`` (the SFT data)."""
-    from .sft import collect_oracle_episodes
+    from .sft import oracle_episode
 
-    env = make_env(cfg.env, tokenizer)
-    return collect_oracle_episodes(env, seeds)
+    env = make_text_env(cfg.env)
+    return [oracle_episode(env, tokenizer, int(seed), max_length=cfg.env.max_length) for seed in seeds]
 
 
 # -- the run --------------------------------------------------------------------------
@@ -128,7 +138,10 @@ def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[A
 
 @dataclass
 class RunState:
-    """Where the run is: phase (``sft`` / ``rl`` / ``done``), steps done in it, evaluation results."""
+    """Where the run is: phase (``sft`` / ``rl``), steps done in it, evaluation results.
+
+    A finished phase keeps its step count, so rerunning with more steps or iterations continues it.
+    """
 
     phase: str
     step: int = 0
@@ -147,10 +160,11 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from .models import PolicyWithValue, frozen_reference, load_policy
+        from .models import frozen_reference, load_policy
 
         self.cfg = cfg
-        self.accelerator = Accelerator()
+        # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         set_seed(cfg.train.seed, device_specific=False)
         algo = cfg.train.algorithm
@@ -165,7 +179,7 @@ class Trainer:
         kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef
         self.ref = None
         if algo != "sft" and kl > 0:
-            self.ref = PolicyWithValue(frozen_reference(model), value_head=False).to(self.accelerator.device)
+            self.ref = frozen_reference(model).to(self.accelerator.device)
         self.model = model
         self.out = Path(cfg.train.output_dir)
         self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.rank)
@@ -211,13 +225,19 @@ class Trainer:
         phase = _read(path).get("extra", {}).get("phase", self.state.phase)
         if phase != self.state.phase:
             self.state.phase = phase
-            self._prepare(phase if phase != "done" else "rl")
+            self._prepare(phase)
         loaded = load_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.accelerator, self.generator)
         if loaded is None:
             raise CheckpointError(f"{path} vanished while resuming")
         self.state.step = loaded["step"]
         self.state.results = loaded["extra"].get("results", {})
         return True
+
+    def ranks_in_sync(self) -> bool:
+        """Whether every process holds bit-identical parameters (collective)."""
+        sums = torch.stack([p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
+        gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
+        return bool((gathered == gathered[0]).all())
 
     def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
         """TensorBoard scalars (main process only)."""
@@ -244,19 +264,22 @@ class Trainer:
             self.state.results["before"] = self._evaluate("before")
         if self.state.phase == "sft":
             self._sft()
-            self.state.results["after_sft"] = self._evaluate("after_sft") if cfg.train.eval_after and cfg.train.algorithm == "sft+ppo" else self.state.results.get("after_sft")
-            self.state.phase, self.state.step = ("rl", 0) if cfg.train.algorithm == "sft+ppo" else ("done", self.state.step)
-            if self.state.phase == "rl":
+            if cfg.train.algorithm == "sft+ppo":
+                if cfg.train.eval_after and "after_sft" not in self.state.results:
+                    self.state.results["after_sft"] = self._evaluate("after_sft")
+                self.state.phase, self.state.step = "rl", 0
                 self._prepare("rl")
-            self.save()
+                self.save()
         if self.state.phase == "rl":
             self._rl()
-            self.state.phase = "done"
-            self.save()
         if cfg.train.eval_after and "after" not in self.state.results:
             self.state.results["after"] = self._evaluate("after")
             self.save()
         results = {k: v for k, v in self.state.results.items() if v is not None}
+        if self.accelerator.num_processes > 1:
+            results["ranks_in_sync"] = self.ranks_in_sync()
+            if not results["ranks_in_sync"]:
+                self.print("WARNING: parameters differ across processes")
         if self.accelerator.is_main_process:
             (self.out / "results.json").write_text(json.dumps(results, indent=2))
         if self.writer is not None:
@@ -288,18 +311,19 @@ class Trainer:
             batch = [data[order[(start + j) % len(data)]] for j in range(cfg.sft.batch_size)]
             self.model.train()
             t0 = time.perf_counter()
-            loss, n_tokens = sft_loss(self.model, batch, self.pad_id)
+            loss, n_tokens = sft_loss(self.model, batch, self.pad_id, self.cfg.model.attn_implementation)
             self.optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.sft.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
-            scalars = {"loss": float(loss), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
+            scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
             self.log(scalars, self.state.step, "sft")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if self.state.step % max(cfg.train.save_every, 1) == 0 or self.state.step == cfg.sft.steps:
                 self.save()
         if bar is not None:
@@ -337,6 +361,7 @@ class Trainer:
                 "lr": float(self.scheduler.get_last_lr()[0]),
             }
             self.state.step += 1
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
             self.log(scalars, self.state.step, algo)
             if bar is not None:
                 bar.update(1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mem1_agent.models import PolicyWithValue, frozen_reference, load_policy
+from mem1_agent.models import frozen_reference, load_policy
 from mem1_agent.policy import LMPolicy, SamplingConfig
 from mem1_agent.rollout import rollout
 from mem1_agent.toy_task import KeyLookupEnv
@@ -31,7 +31,7 @@ def tiny_policy():
 def tiny_rollout(tiny_policy):
     """(model, frozen reference, tokenizer, 4 sampled episodes under mem1 and full memory)."""
     model, tok = tiny_policy
-    ref = PolicyWithValue(frozen_reference(model), value_head=False)
+    ref = frozen_reference(model)
     policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12), generator=torch.Generator().manual_seed(0))
     episodes, _ = rollout(toy_envs(tok), policy, seeds=[0, 1, 2, 3])
     return model, ref, tok, episodes
