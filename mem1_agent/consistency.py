@@ -47,6 +47,7 @@ class ConsistencyResult:
     naive_tokens: int
     max_gap: float
     seconds: float
+    error: str | None = None
 
     def ok(self, tol: float) -> bool:
         """Whether the gap is within ``tol`` (a NaN gap never is)."""
@@ -74,7 +75,7 @@ def rollout_episode(
     max_new_tokens: int = 32,
     max_length: int = 4096,
 ) -> Episode:
-    """Roll out one episode, sampling each action from the contiguous visible context.
+    """Roll out one episode, sampling each action (``generate``) from the contiguous visible context.
 
     Log-probs are recorded per turn by a full forward over the turn's context
     (see the module docstring): the reference the stitched forward must match.
@@ -89,18 +90,24 @@ def rollout_episode(
     builder.reset(info)
     done = False
     while not done:
-        context = list(info["input_ids"])
-        ids = torch.tensor([context], dtype=torch.long, device=device)
-        new: list[int] = []
-        for _ in range(max_new_tokens):
-            # The whole context every step, no KV cache: slow but exactly the computation we compare against.
-            logits = policy(ids, logits_at=(torch.zeros(1, dtype=torch.long), torch.tensor([ids.shape[1] - 1])))["logits"]
-            probs = torch.softmax(logits.float(), dim=-1).cpu()
-            tok = int(torch.multinomial(probs[0], 1, generator=gen))
-            new.append(tok)
-            ids = torch.cat([ids, torch.tensor([[tok]], device=device)], dim=1)
-            if tok == tokenizer.eos_token_id:
-                break
+        ids = torch.tensor([list(info["input_ids"])], dtype=torch.long, device=device)
+        # Sampling may use the KV cache: only the sampled ids matter here, their log-probs
+        # are recomputed below exactly as the reference defines them.
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        out = policy.lm.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[0, ids.shape[1] :].tolist()
+        if tokenizer.eos_token_id in new:  # generate pads after EOS
+            new = new[: new.index(tokenizer.eos_token_id) + 1]
         _, reward, terminated, truncated, info = tenv.step(new)
         builder.step(info, reward)
         done = terminated or truncated
@@ -139,14 +146,19 @@ def check(
         for attn in attns:
             policy.lm.set_attn_implementation(attn)
             start = time.perf_counter()
-            with torch.no_grad():
-                rollout = torch.tensor([x for ep in eps for lps in per_turn_logprobs(policy, ep) for x in lps])
-                batch = stitch(eps, tokenizer.pad_token_id, pack=True, attn_implementation=attn, dtype=policy.lm.dtype)
-                batch = batch.to(next(policy.parameters()).device)
-                stitched = stitched_forward(policy, batch)["logprobs"].cpu()
+            n_actions = sum(len(ep.action_ids(t)) for ep in eps for t in range(len(ep.turns)))
+            try:
+                with torch.no_grad():
+                    rollout = torch.tensor([x for ep in eps for lps in per_turn_logprobs(policy, ep) for x in lps])
+                    batch = stitch(eps, tokenizer.pad_token_id, pack=True, attn_implementation=attn, dtype=policy.lm.dtype)
+                    stitched = stitched_forward(policy, batch.to(next(policy.parameters()).device))["logprobs"].cpu()
+            except Exception as err:  # noqa: BLE001 - a backend failure is a result of the check, reported in its row
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                results.append(ConsistencyResult(attn, memory, len(eps), n_actions, 0, 0, math.nan, time.perf_counter() - start, f"{type(err).__name__}: {first[:200]}"))
+                continue
             gap = (stitched - rollout).abs().max().item() if len(rollout) else 0.0
             results.append(
-                ConsistencyResult(attn, memory, len(eps), len(rollout), batch.n_tokens, batch.naive_tokens, gap, time.perf_counter() - start)
+                ConsistencyResult(attn, memory, len(eps), n_actions, batch.n_tokens, batch.naive_tokens, gap, time.perf_counter() - start)
             )
     return results
 
@@ -160,6 +172,8 @@ def format_table(results: Sequence[ConsistencyResult], tol: float) -> str:
             f"{r.attn:<15} {r.memory:<10} {r.episodes:>8} {r.action_tokens:>8} {r.stitched_tokens:>9} "
             f"{r.naive_tokens:>9} {r.max_gap:>10.2e}  {'yes' if r.ok(tol) else 'NO'}"
         )
+        if r.error:
+            lines.append(f"    error: {r.error}")
     return "\n".join(lines)
 
 

@@ -188,14 +188,15 @@ class PolicyWithValue(nn.Module):
         return {"hidden": hidden, "values": values, "logits": logits}
 
 
-def frozen_reference(policy: nn.Module) -> nn.Module:
-    """A frozen, eval-mode deep copy of ``policy`` (or of its LM) for the KL penalty.
+def frozen_reference(policy: nn.Module) -> PolicyWithValue:
+    """A frozen, eval-mode copy of ``policy``'s LM (no value head) for the KL penalty.
 
-    With LoRA via peft, prefer the adapter-disabled base (``with model.disable_adapter():``)
-    instead of a copy; this helper is for full fine-tuning.
+    It is a :class:`PolicyWithValue`, so :func:`~mem1_agent.trajectory.stitched_forward`
+    gives the reference log-probs of a stitched batch. With LoRA via peft, prefer the
+    adapter-disabled base (``with model.disable_adapter():``) over a copy.
     """
     lm = policy.lm if isinstance(policy, PolicyWithValue) else policy
-    ref = copy.deepcopy(lm)
+    ref = PolicyWithValue(copy.deepcopy(lm), value_head=False)
     ref.eval()
     ref.requires_grad_(False)
     return ref

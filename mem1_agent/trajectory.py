@@ -26,9 +26,12 @@ shared and computed once:
   last token of the parent node (which need not be adjacent in the row).
 
 Under ``full`` the tree is a single path and every segment appears exactly
-once. Under ``mem1`` each action appears twice (generated, then remembered
-after the prompt) and everything else once; under ``window:k`` an action or
-observation appears once per distinct offset it occupied. This departs from
+once. Under ``mem1`` actions 1..T-2 appear twice (generated after the
+previous observation, then remembered right after the prompt; action 0 was
+generated there already and the last action is never remembered) and
+everything else once; under ``window:k`` an action or observation appears
+once per distinct context prefix it had. The final observation is in no
+context and is not emitted. This departs from
 "every segment appears once" in DESIGN.md §8, which no stitched sequence can
 satisfy exactly under RoPE when segments move; sharing whole prefixes (rather
 than keying copies by (segment, offset) alone) is also what keeps the result

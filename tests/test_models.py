@@ -1,0 +1,83 @@
+"""Policies: default-model conversion and cache, tiny models, value head, frozen reference."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from mem1_agent.models import (
+    PolicyWithValue,
+    check_attn_implementation,
+    default_model_path,
+    frozen_reference,
+    load_policy,
+    tiny_model,
+    tiny_tokenizer,
+)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_gguf_conversion_is_cached_and_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEM1_CACHE_DIR", str(tmp_path))
+    path = default_model_path()
+    assert path == tmp_path / "models" / "smollm2-135m-instruct"
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    start = time.perf_counter()
+    assert default_model_path() == path  # second call: the cache, not a new conversion
+    assert time.perf_counter() - start < 1.0
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    policy, tok = load_policy("default", attn_implementation="eager", value_head=True)
+    assert type(policy.lm).__name__ == "LlamaForCausalLM" and policy.config._attn_implementation == "eager"
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, tokenize=False)
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = policy(ids)
+    assert out["logits"].shape == (1, ids.shape[1], len(tok)) and out["values"].shape == ids.shape
+    # The dequantised weights make a working model: greedy continuation is real text, not noise.
+    greedy = policy.lm.generate(ids, max_new_tokens=8, do_sample=False)
+    text = tok.decode(greedy[0, ids.shape[1]:])
+    assert any(w in text.lower() for w in ("4", "four", "answer")), text
+
+
+def test_tiny_tokenizer_has_a_chat_template():
+    tok = tiny_tokenizer()
+    text = tok.apply_chat_template([{"role": "user", "content": "alpha"}], add_generation_prompt=True, tokenize=False)
+    assert text == "<|im_start|>user\nalpha<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text and max(ids) < len(tok)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_tiny_models_and_value_head(arch):
+    lm = tiny_model(arch, seed=1)
+    assert type(lm).__name__ == ("LlamaForCausalLM" if arch == "llama" else "Qwen2ForCausalLM")
+    assert torch.equal(next(tiny_model(arch, seed=1).parameters()), next(lm.parameters()))  # seeded
+    policy = PolicyWithValue(lm)
+    ids = torch.randint(3, 400, (2, 7))
+    out = policy(ids, logits_at=(torch.tensor([0, 1]), torch.tensor([6, 3])))
+    assert out["values"].shape == (2, 7) and out["logits"].shape == (2, 400)
+    full = lm(ids).logits
+    assert torch.allclose(out["logits"][1], full[1, 3], atol=1e-5)  # same logits as the plain LM
+
+
+def test_frozen_reference_is_a_frozen_copy():
+    policy, _ = load_policy("tiny")
+    ref = frozen_reference(policy)
+    assert not any(p.requires_grad for p in ref.parameters()) and not ref.training
+    with torch.no_grad():
+        next(policy.lm.parameters()).add_(1.0)
+    assert not torch.equal(next(policy.lm.parameters()), next(ref.parameters()))
+    assert isinstance(ref, PolicyWithValue) and ref.value_head is None
+
+
+def test_unsupported_attention_and_arch_are_refused():
+    with pytest.raises(ValueError, match="flash attention kernels only support"):
+        check_attn_implementation("flash_attention_2")
+    with pytest.raises(ValueError, match="arch"):
+        tiny_model("gpt2")
+    assert check_attn_implementation("sdpa") == "sdpa"
