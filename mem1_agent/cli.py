@@ -11,7 +11,10 @@ import sys
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("mem1_agent.evaluate", "evaluate a policy over env x memory x objectives x seeds (CSV, table, plots)"),
+    "serve-policy": ("mem1_agent.serve_policy", "serve an HF model as an OpenAI-compatible /v1/completions API"),
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
+    "train": ("mem1_agent.train", "train a MEM1 agent (sft, ppo, grpo, sft+ppo) from a YAML config"),
     "serve-retriever": ("mem1_gym.retrieval_server", "serve a retrieval index over HTTP (Search-R1 API)"),
     "webshop": ("webshop_env.cli", "serve the WebShop site (mem1 webshop serve --port P --num-products N)"),
 }

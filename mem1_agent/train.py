@@ -1,0 +1,394 @@
+"""``mem1 train``: SFT, PPO, GRPO or SFT-then-PPO on accelerate, from a YAML config.
+
+    mem1 train --config examples/configs/qa2_tiny.yaml [section.key=value ...]
+    accelerate launch --num_processes 2 --multi_gpu -m mem1_agent.cli train --config ...
+
+On a machine without CUDA the second command runs two CPU processes (torchrun underneath, gloo
+backend). ``accelerate launch --cpu`` with accelerate 1.x starts a single process unless an MPI
+hostfile is configured, so it is not the way to get several CPU processes.
+
+Each process rolls out its own episodes (distinct task seeds) and the gradients are
+averaged by accelerate (DDP), so parameters stay identical across processes. The run
+writes to ``train.output_dir``: ``checkpoint.pt`` (atomic, resumable: rerunning the same
+command continues the run), ``config.yaml``, TensorBoard scalars under ``tb/`` and
+``results.json`` (held-out evaluation before/after, when asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, EnvConfig, load_config, save_config
+from .grpo import grpo_iteration, group_seeds
+from .policy import LMPolicy, SamplingConfig
+from .ppo import expose_config, ppo_iteration
+from .rollout import rollout
+
+#: Task seeds of different iterations / processes never collide below this many tasks per iteration.
+_SEED_STRIDE = 100_000
+
+
+# -- environments ------------------------------------------------------------------
+
+
+def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
+    """The text env ``cfg`` describes (``overrides`` win over ``cfg.kwargs``)."""
+    import gymnasium as gym
+
+    import mem1_gym  # noqa: F401  (registers the environments)
+
+    kwargs: dict[str, Any] = {"memory": cfg.memory, **cfg.kwargs}
+    if cfg.max_turns is not None:
+        kwargs["max_turns"] = cfg.max_turns
+    if cfg.split is not None:
+        kwargs["split"] = cfg.split
+    kwargs.update(overrides)
+    try:
+        if ":" in cfg.id and "/" not in cfg.id:
+            module, _, name = cfg.id.partition(":")
+            env = getattr(importlib.import_module(module), name)(**kwargs)
+        else:
+            env = gym.make(cfg.id, disable_env_checker=True, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
+    return env
+
+
+def make_env(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> Any:
+    """One ``TokenizedEnv`` over the env ``cfg`` describes."""
+    from mem1_gym.wrappers import TokenizedEnv
+
+    return TokenizedEnv(make_text_env(cfg, **overrides), tokenizer, max_length=cfg.max_length)
+
+
+def make_envs(cfg: EnvConfig, tokenizer: Any, **overrides: Any) -> list[Any]:
+    """``cfg.num_envs`` environments, the rollout batch."""
+    return [make_env(cfg, tokenizer, **overrides) for _ in range(cfg.num_envs)]
+
+
+# -- evaluation ----------------------------------------------------------------------
+
+
+def summarize(episodes: Sequence[Any]) -> dict[str, float]:
+    """Mean reward, EM, F1, peak tokens and turns over episodes (metrics an episode lacks are skipped)."""
+    out: dict[str, float] = {"episodes": float(len(episodes))}
+    if not episodes:
+        return out
+    out["reward"] = sum(ep.reward for ep in episodes) / len(episodes)
+    for key in ("em", "f1", "peak_tokens", "turns", "invalid_turns"):
+        vals = [float(ep.metrics[key]) for ep in episodes if isinstance(ep.metrics.get(key), (int, float))]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: Any, tokenizer: Any, cfg: Config, progress: bool = False) -> dict[str, dict[str, float]]:
+    """Held-out evaluation at each task size of ``cfg.eval``; ``{size: summary}``."""
+    ev = cfg.eval
+    sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0 if ev.greedy else cfg.sampling.temperature)
+    policy = LMPolicy(model, tokenizer, sampling=sampling, generator=torch.Generator().manual_seed(ev.seed))
+    env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split, "num_envs": max(1, min(ev.num_envs, ev.episodes))})
+    results: dict[str, dict[str, float]] = {}
+    for size in ev.sizes:
+        overrides = {ev.scale_key: size} if ev.scale_key else {}
+        envs = make_envs(env_cfg, tokenizer, **overrides)
+        bar = _bar(ev.episodes, f"eval {ev.scale_key}={size}", progress)
+        episodes, stats = rollout(envs, policy, [ev.seed + j for j in range(ev.episodes)], progress=bar)
+        if bar is not None:
+            bar.close()
+        summary = summarize(episodes)
+        summary["tokens_per_s"] = stats.tokens_per_second
+        results[str(size)] = summary
+    return results
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+# -- SFT -----------------------------------------------------------------------------
+
+
+def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[Any]:
+    """Episodes that follow ``env.unwrapped.oracle_action()`` (the SFT data)."""
+    from .sft import oracle_episode
+
+    env = make_text_env(cfg.env)
+    return [oracle_episode(env, tokenizer, int(seed), max_length=cfg.env.max_length) for seed in seeds]
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Where the run is: phase (``sft`` / ``rl``), steps done in it, evaluation results.
+
+    A finished phase keeps its step count, so rerunning with more steps or iterations continues it.
+    """
+
+    phase: str
+    step: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _task_seeds(cfg: Config, iteration: int, rank: int, count: int) -> list[int]:
+    base = (cfg.train.seed * 1_000 + iteration) * _SEED_STRIDE * 8 + rank * _SEED_STRIDE
+    return [base + j for j in range(count)]
+
+
+class Trainer:
+    """Holds the model, reference, optimizer and accelerator of one ``mem1 train`` run."""
+
+    def __init__(self, cfg: Config):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from .models import frozen_reference, load_policy
+
+        self.cfg = cfg
+        # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.rank = self.accelerator.process_index
+        set_seed(cfg.train.seed, device_specific=False)
+        algo = cfg.train.algorithm
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.dtype)
+        if dtype is None:
+            raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+        model, self.tokenizer = load_policy(
+            cfg.model.name, attn_implementation=cfg.model.attn_implementation, dtype=dtype,
+            value_head=algo in ("ppo", "sft+ppo"), seed=cfg.train.seed,
+        )
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef
+        self.ref = None
+        if algo != "sft" and kl > 0:
+            self.ref = frozen_reference(model).to(self.accelerator.device)
+        self.model = model
+        self.out = Path(cfg.train.output_dir)
+        self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.rank)
+        self.writer = None
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"))
+        self.state = RunState(phase="sft" if algo.startswith("sft") else "rl")
+        self._prepare(self.state.phase)
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _prepare(self, phase: str) -> None:
+        """Fresh optimizer and scheduler for ``phase`` (the learning rate differs between SFT and RL)."""
+        cfg = self.cfg
+        lr, wd = {"sft": (cfg.sft.lr, 0.0), "rl": (cfg.grpo.lr, cfg.grpo.weight_decay) if cfg.train.algorithm == "grpo" else (cfg.ppo.lr, cfg.ppo.weight_decay)}.get(phase, (cfg.ppo.lr, 0.0))
+        model = self.accelerator.unwrap_model(self.model) if hasattr(self, "optimizer") else self.model
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
+        warmup = max(cfg.train.lr_warmup, 0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        expose_config(self.model)
+
+    def save(self) -> None:
+        """Atomic checkpoint of the current state."""
+        save_checkpoint(
+            self.out, self.model, step=self.state.step, optimizer=self.optimizer, scheduler=self.scheduler,
+            extra={"phase": self.state.phase, "results": self.state.results}, accelerator=self.accelerator,
+            generator=self.generator,
+        )
+
+    def resume(self) -> bool:
+        """Load ``output_dir``'s checkpoint when there is one; True if the run continues from it."""
+        from .checkpoint import CHECKPOINT_FILE, CheckpointError, _read
+
+        path = self.out / CHECKPOINT_FILE
+        if not path.is_file():
+            return False
+        # The optimizer must be the phase's before its state can be loaded into it.
+        phase = _read(path).get("extra", {}).get("phase", self.state.phase)
+        if phase != self.state.phase:
+            self.state.phase = phase
+            self._prepare(phase)
+        loaded = load_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.accelerator, self.generator)
+        if loaded is None:
+            raise CheckpointError(f"{path} vanished while resuming")
+        self.state.step = loaded["step"]
+        self.state.results = loaded["extra"].get("results", {})
+        return True
+
+    def ranks_in_sync(self) -> bool:
+        """Whether every process holds bit-identical parameters (collective)."""
+        sums = torch.stack([p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
+        gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
+        return bool((gathered == gathered[0]).all())
+
+    def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
+        """TensorBoard scalars (main process only)."""
+        if self.writer is None:
+            return
+        for k, v in scalars.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        self.writer.flush()
+
+    def print(self, *args: Any) -> None:
+        """Print on the main process."""
+        if self.accelerator.is_main_process:
+            print(*args, flush=True)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) the configured algorithm; returns the results (also in ``results.json``)."""
+        cfg = self.cfg
+        if cfg.train.resume and self.resume():
+            self.print(f"resumed {self.out} at phase {self.state.phase!r}, step {self.state.step}")
+        if cfg.train.eval_before and "before" not in self.state.results:
+            self.state.results["before"] = self._evaluate("before")
+        if self.state.phase == "sft":
+            self._sft()
+            if cfg.train.algorithm == "sft+ppo":
+                if cfg.train.eval_after and "after_sft" not in self.state.results:
+                    self.state.results["after_sft"] = self._evaluate("after_sft")
+                self.state.phase, self.state.step = "rl", 0
+                self._prepare("rl")
+                self.save()
+        if self.state.phase == "rl":
+            self._rl()
+        if cfg.train.eval_after and "after" not in self.state.results:
+            self.state.results["after"] = self._evaluate("after")
+            self.save()
+        results = {k: v for k, v in self.state.results.items() if v is not None}
+        if self.accelerator.num_processes > 1:
+            results["ranks_in_sync"] = self.ranks_in_sync()
+            if not results["ranks_in_sync"]:
+                self.print("WARNING: parameters differ across processes")
+        if self.accelerator.is_main_process:
+            (self.out / "results.json").write_text(json.dumps(results, indent=2))
+        if self.writer is not None:
+            self.writer.close()
+        return results
+
+    def _evaluate(self, label: str) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
+        for size, summary in results.items():
+            self.print(f"eval {label} {self.cfg.eval.scale_key}={size}: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+            self.log(summary, self.state.step, f"eval_{label}/{self.cfg.eval.scale_key}={size}")
+        return results
+
+    def _sft(self) -> None:
+        from .sft import sft_loss
+
+        cfg, acc = self.cfg, self.accelerator
+        seeds = [cfg.train.seed * _SEED_STRIDE + self.rank * cfg.sft.episodes + j for j in range(cfg.sft.episodes)]
+        data = oracle_episodes(cfg, self.tokenizer, seeds)
+        bar = _bar(cfg.sft.steps, "sft", cfg.train.progress and acc.is_main_process)
+        if bar is not None:
+            bar.update(self.state.step)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+        while self.state.step < cfg.sft.steps:
+            step = self.state.step
+            start = (step * cfg.sft.batch_size) % len(data)
+            batch = [data[order[(start + j) % len(data)]] for j in range(cfg.sft.batch_size)]
+            self.model.train()
+            t0 = time.perf_counter()
+            loss, n_tokens = sft_loss(self.model, batch, self.pad_id, self.cfg.model.attn_implementation)
+            self.optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.sft.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
+            scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+            self.log(scalars, self.state.step, "sft")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            if self.state.step % max(cfg.train.save_every, 1) == 0 or self.state.step == cfg.sft.steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+
+    def _rl(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        algo = "grpo" if cfg.train.algorithm == "grpo" else "ppo"
+        envs = make_envs(cfg.env, self.tokenizer)
+        bar = _bar(cfg.train.iterations, algo, cfg.train.progress and acc.is_main_process)
+        if bar is not None:
+            bar.update(self.state.step)
+        while self.state.step < cfg.train.iterations:
+            it = self.state.step
+            unwrapped = acc.unwrap_model(self.model)
+            unwrapped.eval()
+            policy = LMPolicy(unwrapped, self.tokenizer, sampling=cfg.sampling, generator=self.generator)
+            if algo == "grpo":
+                seeds = group_seeds(_task_seeds(cfg, it, self.rank, cfg.grpo.tasks_per_iteration), cfg.grpo.group_size)
+            else:
+                seeds = _task_seeds(cfg, it, self.rank, cfg.ppo.episodes_per_iteration)
+            episodes, rstats = rollout(envs, policy, seeds)
+            t0 = time.perf_counter()
+            if algo == "grpo":
+                stats = grpo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.grpo, self.pad_id, acc, self.scheduler, self.generator)
+            else:
+                stats = ppo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.ppo, self.pad_id, acc, self.scheduler, self.generator)
+            update_s = time.perf_counter() - t0
+            summary = summarize(episodes)
+            scalars = {
+                **stats,
+                **{k: v for k, v in summary.items() if k != "episodes"},
+                "rollout_tokens_per_s": rstats.tokens_per_second,
+                "update_tokens_per_s": stats.get("action_tokens", 0.0) / update_s if update_s > 0 else 0.0,
+                "lr": float(self.scheduler.get_last_lr()[0]),
+            }
+            self.state.step += 1
+            self.state.results.pop("after", None)  # a continued run must be evaluated again
+            self.log(scalars, self.state.step, algo)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{summary.get('reward', 0.0):.2f}", kl=f"{stats.get('kl', 0.0):.4f}")
+            if self.state.step % max(cfg.train.save_every, 1) == 0 or self.state.step == cfg.train.iterations:
+                self.save()
+        if bar is not None:
+            bar.close()
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run ``cfg``; returns the evaluation results."""
+    return Trainer(cfg).run()
+
+
+def cli(argv: list[str]) -> int:
+    """``mem1 train --config FILE [section.key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="mem1 train", description="Train a MEM1 agent (sft, ppo, grpo, sft+ppo).")
+    parser.add_argument("--config", help="YAML config (see examples/configs/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. ppo.lr=1e-5 train.iterations=3")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"mem1 train: {err}", file=sys.stderr)
+        return 2
+    results = train(cfg)
+    if results:
+        print(json.dumps(results, indent=2))
+    return 0

@@ -1,0 +1,123 @@
+"""LMPolicy generation (stops, log-probs, left padding, KV reuse) and batched rollout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mem1_agent.policy import LMPolicy, SamplingConfig
+from mem1_agent.rollout import rollout
+from mem1_agent.trajectory import stitch, stitched_forward
+from train_fixtures import tiny_policy, toy_envs  # noqa: F401  (fixtures)
+
+
+def fresh_logprobs(model, context: list[int], ids: list[int]) -> torch.Tensor:
+    """Log-probs of ``ids`` after ``context`` from one unpadded forward, no cache."""
+    seq = torch.tensor([context + ids])
+    logits = model.lm(seq).logits[0].float()
+    logp = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+    return logp.gather(-1, torch.tensor(ids)[:, None]).squeeze(-1)
+
+
+def contexts(tok) -> list[list[int]]:
+    texts = ["Look up alpha.", "Look up the values of the keys and answer them in order, separated by ';'.", "<IS> beta </IS>"]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_recorded_logprobs_equal_a_fresh_forward(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=10), generator=torch.Generator().manual_seed(0))
+    ctxs = contexts(tok)
+    with torch.no_grad():
+        for ctx, gen in zip(ctxs, policy.generate(ctxs)):
+            assert len(gen.ids) == len(gen.logprobs) > 0
+            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
+
+
+def test_tempered_sampling_still_records_raw_model_logprobs(tiny_policy):
+    model, tok = tiny_policy
+    cfg = SamplingConfig(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.9)
+    policy = LMPolicy(model, tok, sampling=cfg, generator=torch.Generator().manual_seed(1))
+    ctxs = contexts(tok)
+    with torch.no_grad():
+        for ctx, gen in zip(ctxs, policy.generate(ctxs)):
+            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
+
+
+def test_left_padding_with_uneven_lengths_matches_unbatched_greedy(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12, temperature=0.0))
+    ctxs = contexts(tok)
+    assert len({len(c) for c in ctxs}) == 3
+    batched = policy.generate(ctxs)
+    for ctx, gen in zip(ctxs, batched):
+        alone = policy.generate([ctx])[0]
+        assert gen.ids == alone.ids
+        assert torch.allclose(torch.tensor(gen.logprobs), torch.tensor(alone.logprobs), atol=1e-5)
+
+
+def test_top_k_one_is_greedy(tiny_policy):
+    model, tok = tiny_policy
+    ctxs = contexts(tok)
+    greedy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=6, temperature=0.0)).generate(ctxs)
+    top1 = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=6, top_k=1), generator=torch.Generator().manual_seed(3)).generate(ctxs)
+    assert [g.ids for g in greedy] == [g.ids for g in top1]
+
+
+def test_stops_at_a_closing_tag_split_over_tokens(tiny_policy):
+    model, tok = tiny_policy
+    ctx = contexts(tok)[:1]
+    free = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12, temperature=0.0), stop_strings=[]).generate(ctx)[0]
+    assert free.stop == "length" and len(free.ids) == 12
+    # A stop string spanning generated tokens 4 and 5: generation must end right after token 5.
+    stop = tok.decode(free.ids[4:6])
+    first = tok.decode(free.ids).find(stop)
+    stopped = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12, temperature=0.0), stop_strings=[stop]).generate(ctx)[0]
+    assert stopped.stop == "tag"
+    assert stop in stopped.text and stopped.text.find(stop) == first
+    assert stop not in tok.decode(stopped.ids[:-1])
+    assert stopped.ids == free.ids[: len(stopped.ids)]
+
+
+def test_closing_tags_of_the_tag_set_are_the_stop_strings(tiny_policy):
+    model, tok = tiny_policy
+    assert {"</query>", "</answer>"} <= set(LMPolicy(model, tok).stop_strings)
+    assert "</search>" in LMPolicy(model, tok, tags="checkpoint").stop_strings
+
+
+def test_kv_cache_is_reused_across_calls_and_stays_exact(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(2))
+    ctxs = contexts(tok)
+    first = policy.generate(ctxs, keys=[0, 1, 2])
+    obs = tok(" <info> alpha = 17 </info>", add_special_tokens=False)["input_ids"]
+    longer = [c + g.ids + obs for c, g in zip(ctxs, first)]
+    second = policy.generate(longer, prefix_lens=[len(c) + len(g.ids) for c, g in zip(ctxs, first)], keys=[0, 1, 2])
+    assert all(g.reused > 0 for g in second)
+    with torch.no_grad():
+        for ctx, gen in zip(longer, second):
+            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingConfig(max_new_tokens=0)
+
+
+def test_rollout_batches_envs_and_episodes_stitch_back_exactly(tiny_policy):
+    model, tok = tiny_policy
+    envs = toy_envs(tok, memories=("mem1", "full", "window:1"))
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=10), generator=torch.Generator().manual_seed(0))
+    seeds = [5, 6, 7, 8, 5]
+    episodes, stats = rollout(envs, policy, seeds)
+    assert len(episodes) == 5 and stats.episodes == 5
+    assert stats.generated_tokens == sum(len(t.logprobs) for ep in episodes for t in ep.turns)
+    assert stats.reused_tokens > 0  # the KV cache was reused across turns
+    for ep in episodes:
+        assert ep.turns and "turn_rewards" in ep.metrics and "peak_tokens" in ep.metrics
+    batch = stitch(episodes, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        out = stitched_forward(model, batch)
+    assert torch.allclose(out["logprobs"], batch.rollout_logprobs, atol=1e-4)

@@ -1,0 +1,71 @@
+"""``mem1 train`` end to end on the tiny preset: runs, writes its outputs, resumes; multi-process on accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mem1_agent.checkpoint import CHECKPOINT_FILE
+from mem1_agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "examples" / "configs" / "qa2_tiny.yaml"
+
+
+def _step(out: Path) -> int:
+    return torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["step"]
+
+
+def test_train_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=1", "train.eval_after=true"]) == 0
+    assert _step(out) == 1
+    assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["after"]["2"]) >= {"em", "reward", "peak_tokens"}
+    first = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    # Same command with more iterations continues the run from iteration 1.
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=2"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    assert _step(out) == 2
+    second = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_sft_then_grpo_algorithms_run(tmp_path):
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'sft'}", "train.algorithm=sft"]) == 0
+    state = torch.load(tmp_path / "sft" / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    assert state["extra"]["phase"] == "sft" and state["step"] == 2
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'grpo'}", "train.algorithm=grpo", "train.iterations=1"]) == 0
+    assert _step(tmp_path / "grpo") == 1
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--config", str(PRESET), "ppo.lrr=1"]) == 2
+    assert "unknown key ppo.lrr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_on_accelerate_keep_parameters_identical(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    if accelerate is None:
+        pytest.fail("the accelerate launcher is not installed next to this Python")
+    out = tmp_path / "ddp"
+    # Without CUDA the trainer asks accelerate for CPU processes (gloo); --multi_gpu selects the
+    # multi-process launcher (``--cpu`` alone starts one process unless MPI is configured).
+    multi = "--multi_gpu"
+    cmd = [accelerate, "launch", "--num_processes", "2", multi, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mem1_agent.cli", "train", "--config", str(PRESET),
+           f"train.output_dir={out}", "train.iterations=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["ranks_in_sync"] is True
+    assert _step(out) == 1
