@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from webshop_env.env import WebShopEnv
-from webshop_env.expert import expert_action
 
 from .context import TokenCounter
 from .memory import MemoryPolicy
@@ -114,10 +113,8 @@ class Mem1WebShopEnv(TurnEnv):
 
     def oracle_action(self) -> str:
         """Search, page through the results to the goal's product, open it, select its options, Buy Now."""
-        engine = self.shop.engine
-        if engine is None:
-            raise RuntimeError("call reset() before oracle_action()")
-        goal = self.shop.goal
-        action = expert_action(self.shop.site, goal, engine.route, engine.view) or "click[buy now]"
-        state = f"Shopping for: {goal.instruction_text}. I am on the {engine.route.kind.replace('_', ' ')} page; next: {action}."
+        action = self.shop.oracle_action()
+        assert self.shop.engine is not None
+        page = self.shop.engine.route.kind.replace("_", " ")
+        state = f"Shopping for: {self.shop.goal.instruction_text}. I am on the {page} page; next: {action}."
         return format_turn(state, ACTION, action, self.tags)

@@ -80,3 +80,15 @@ def test_browser_env_on_a_shared_server_url() -> None:
             assert truncated
         finally:
             env.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_oracle_buys_the_goal(envs) -> None:
+    browser, _ = envs
+    browser.reset(options={"goal_index": 3})
+    for _ in range(browser.max_steps):
+        _, reward, terminated, truncated, _ = browser.step(browser.oracle_action())
+        if terminated or truncated:
+            break
+    assert terminated and reward == 1.0

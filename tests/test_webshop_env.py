@@ -237,3 +237,14 @@ def test_no_action_raises(env: WebShopEnv, action: str) -> None:
     assert isinstance(obs, str) and reward == 0.0
     if not info["valid"]:
         assert env.engine.route == before and info["message"] in obs
+
+
+def test_raw_env_oracle_buys_the_goal():
+    env = gym.make("webshop_env/WebShop-v0", num_products=N)
+    for seed in range(3):
+        env.reset(seed=seed)
+        for _ in range(env.unwrapped.max_steps):
+            _, reward, terminated, truncated, _ = env.step(env.unwrapped.oracle_action())
+            if terminated or truncated:
+                break
+        assert terminated and reward == 1.0

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from .engine import StepResult, observe, resolve_action
 from .env import ShopEnvBase, step_info
+from .expert import expert_action
 from .extract import PageView, read_page
 from .pages import with_notice
 from .routes import Route, RouteError, parse_path
@@ -114,6 +115,8 @@ class WebShopBrowserEnv(ShopEnvBase):
         chromium, driver_path = find_browser(chromium_path, chromedriver_path)
         self.page_timeout = float(page_timeout)
         self._own_server: WebShopServer | None = None
+        # The catalog, when this process has it: the oracle reads the goal from it.
+        self.site: Site | None = None
         if isinstance(server, str):
             self.base_url, self.num_goals = server.rstrip("/"), None
         else:
@@ -121,6 +124,7 @@ class WebShopBrowserEnv(ShopEnvBase):
                 site = site or shared_site(SiteConfig(**catalog))
                 server = self._own_server = WebShopServer(site).start()
             self.base_url, self.num_goals = server.url, len(server.site.goals)
+            self.site = server.site
         self._profile = tempfile.mkdtemp(prefix="webshop-chromium-")
         try:
             self.driver = self._start_driver(chromium, driver_path)
@@ -234,6 +238,15 @@ class WebShopBrowserEnv(ShopEnvBase):
             self.route = parse_path(urlsplit(self.driver.current_url).path)
         except RouteError:
             self.route = Route.search("none")
+
+    def oracle_action(self) -> str:
+        """The expert's next action, read from the page in the browser (needs an in-process server)."""
+        if self.site is None:
+            raise RuntimeError(f"oracle_action() needs the catalog; this env drives a remote server at {self.base_url}")
+        if not self.html:
+            raise RuntimeError("call reset() before oracle_action()")
+        goal = self.site.goals[self.goal_index]
+        return expert_action(self.site, goal, self.route, self.view) or "click[buy now]"
 
     def _refuse(self, message: str) -> StepResult:
         self.notice = message

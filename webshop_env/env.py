@@ -29,6 +29,7 @@ from .routes import Route
 from .schema import Goal
 from .site import Site, SiteConfig, shared_site
 from .spaces import FreeText
+from .expert import expert_action
 
 #: Longest observation the space admits (pages are far shorter). Kept moderate because
 #: ``AsyncVectorEnv``'s default shared memory reserves 4 bytes per character per env.
@@ -186,6 +187,12 @@ class WebShopEnv(ShopEnvBase):
             raise RuntimeError("call reset() before step()")
         result = self.engine.step(action)
         return self._finish_step(result, self.engine.done)
+
+    def oracle_action(self) -> str:
+        """The expert's next action: search, page to the goal product, pick its options, buy."""
+        if self.engine is None:
+            raise RuntimeError("call reset() before oracle_action()")
+        return expert_action(self.site, self.goal, self.engine.route, self.engine.view) or "click[buy now]"
 
     def _observation(self) -> str:
         return "" if self.engine is None else self.engine.observation(self.observation_mode)
