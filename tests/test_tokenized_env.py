@@ -195,6 +195,7 @@ def test_overflow_truncates_the_episode_with_a_reason(tok):
     assert trunc and not term
     assert f"max_length={limit}" in info["truncation_reason"]
     assert info["turn"] < 8
+    assert info["metrics"]["turns"] == info["turn"] and info["metrics"]["peak_tokens"] > limit - 80
     # The observation holds whole leading segments only; the info keeps the full context.
     n = int(obs["attention_mask"].sum())
     assert n <= limit < len(info["input_ids"])

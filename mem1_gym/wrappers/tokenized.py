@@ -304,6 +304,8 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 f"(memory policy {self.env.unwrapped.memory.spec()!r}); use memory='truncate:n' with "
                 f"n <= {self.max_length} or raise max_length"
             )
+            # The inner env does not know the episode ended here; report its metrics as any ending does.
+            info.setdefault("metrics", self.env.unwrapped.metrics())
         self._over = bool(terminated or truncated)
         return self._observation(info), float(reward), bool(terminated), bool(truncated), info
 
