@@ -11,6 +11,7 @@ import sys
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mem1_agent.demo", "the main job: train SmolLM2 on the embedded QA task (SFT + PPO), then evaluate"),
     "serve-retriever": ("mem1_gym.retrieval_server", "serve a retrieval index over HTTP (Search-R1 API)"),
     "webshop": ("webshop_env.cli", "serve the WebShop site (mem1 webshop serve --port P --num-products N)"),
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
