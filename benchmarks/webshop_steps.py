@@ -4,26 +4,21 @@ Both envs play the same episodes (the expert's actions plus one refused action
 each), so the table compares like with like; the ratio column is each row's
 mean step time over the in-process text env's. Usage::
 
-    nice -n 10 python benchmarks/webshop_env.py --products 1000 --episodes 10
+    nice -n 10 python benchmarks/webshop_steps.py --products 1000 --episodes 10
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
-# This script's name shadows the webshop_env package when run as a script: drop its folder from the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import gymnasium as gym
 
-import gymnasium as gym  # noqa: E402
-
-from webshop_env.browser_env import BrowserUnavailable, WebShopBrowserEnv  # noqa: E402
-from webshop_env.env import WebShopEnv  # noqa: E402
-from webshop_env.expert import expert_action  # noqa: E402
-from webshop_env.extract import read_page  # noqa: E402
+from webshop_env.browser_env import BrowserUnavailable, WebShopBrowserEnv
+from webshop_env.env import WebShopEnv
+from webshop_env.expert import expert_action
+from webshop_env.extract import read_page
 
 
 def episodes_of_actions(products: int, episodes: int) -> list[tuple[int, list[str]]]:
