@@ -4,7 +4,7 @@ Prints EM, peak tokens and dependency per cell as a Markdown table, then the
 shape checks the paper predicts: ``mem1`` peak tokens stay flat while ``full``
 grows linearly with the number of objectives.
 
-    python benchmarks/memory_scaling.py [--episodes 3] [--tokenizer PATH]
+    python benchmarks/memory_scaling.py [--episodes 3] [--dataset fictional|wiki-vital] [--tokenizer PATH]
 
 Token counts are whitespace words by default; ``--tokenizer`` counts with a
 Hugging Face tokenizer (a local folder) instead.
@@ -21,8 +21,8 @@ import mem1_gym  # noqa: F401
 from mem1_gym.context import hf_token_counter
 
 
-def run_cell(memory: str, n: int, episodes: int, counter) -> dict[str, float]:
-    env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=n, memory=memory, token_counter=counter)
+def run_cell(memory: str, n: int, episodes: int, counter, dataset: str) -> dict[str, float]:
+    env = gym.make("mem1_gym/MultiObjectiveQA-v0", n_objectives=n, memory=memory, token_counter=counter, dataset=dataset)
     rows = []
     for ep in range(episodes):
         _, info = env.reset(seed=1000 * n + ep)
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--objectives", default="1,2,4,8,16")
     parser.add_argument("--memory", default="full,mem1,window:1")
     parser.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer folder")
+    parser.add_argument("--dataset", default="fictional", help="fictional (short passages) or wiki-vital (real summaries)")
     args = parser.parse_args()
     counter = None
     if args.tokenizer:
@@ -50,10 +51,10 @@ def main() -> None:
         counter = hf_token_counter(AutoTokenizer.from_pretrained(args.tokenizer))
     objectives = [int(x) for x in args.objectives.split(",")]
     memories = args.memory.split(",")
-    results = {(m, n): run_cell(m, n, args.episodes, counter) for m in memories for n in objectives}
+    results = {(m, n): run_cell(m, n, args.episodes, counter, args.dataset) for m in memories for n in objectives}
 
     unit = "tokenizer tokens" if args.tokenizer else "whitespace tokens"
-    print(f"Oracle agent, fictional QA, {args.episodes} episodes per cell ({unit})\n")
+    print(f"Oracle agent, {args.dataset} QA, {args.episodes} episodes per cell ({unit})\n")
     # The prompt holds all N questions, so it grows with N under every policy; the column
     # "peak - prompt" is the part a memory policy controls.
     print("| memory | N | EM | turns | prompt tokens | peak tokens | peak - prompt | dependency |")
