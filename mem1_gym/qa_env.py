@@ -186,6 +186,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         """
         if self.task is None:
             raise RuntimeError("call reset() before oracle_action()")
+        # Only what was found goes into the state: it stays short at large N, as a consolidated memory should.
         known: list[str] = []
         next_query: str | None = None
         for i, item in enumerate(self.task.items, 1):
@@ -193,14 +194,13 @@ class MultiObjectiveQAEnv(TurnEnv):
             done = self._hops_done(item)
             if done == len(queries):
                 known.append(f"Q{i}: {item.answers[0]}")
-            else:
-                known.append(f"Q{i}: unknown")
-                if next_query is None:
-                    next_query = queries[done]
+            elif next_query is None:
+                next_query = queries[done]
+        found = "; ".join(known) if known else "nothing yet"
         if next_query is None:
-            state = "All answers found. " + "; ".join(known)
+            state = f"All answers found. {found}"
             return format_turn(state, ANSWER, "; ".join(item.answers[0] for item in self.task.items), self.tags)
-        state = "; ".join(known) + f". Next: search {next_query}"
+        state = f"Found: {found}. Next: search {next_query}"
         return format_turn(state, SEARCH, next_query, self.tags)
 
     def task_info(self) -> dict[str, Any]:
