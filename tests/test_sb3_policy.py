@@ -17,14 +17,7 @@ from tests.tiny_token_world import SecretNumberEnv, build_tiny_model_dir, build_
 MAX_LEN = 160
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # A tiny model gains nothing from threads, and on a busy shared CPU
-    # OpenMP spin-waiting makes it an order of magnitude slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

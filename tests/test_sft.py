@@ -9,13 +9,7 @@ from mem1_agent.sft import SFTConfig, collect_oracle_episodes, train_sft
 from mem1_agent.models import tiny_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and the CI machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_oracle_episodes_solve_the_task_and_end_with_eos():

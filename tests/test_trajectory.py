@@ -13,13 +13,7 @@ from mem1_agent.trajectory import Episode, EpisodeBuilder, attention_mask_for, s
 POLICIES = ["full", "mem1", "window:2", "truncate:20"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and the CI machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_episode(spec: str, seed: int, turns: int = 5, empty_obs: bool = False) -> Episode:
