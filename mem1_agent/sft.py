@@ -95,7 +95,7 @@ def sft_loss(policy: Any, episodes: Sequence[Episode], pad_id: int, attn: str, m
     lm = getattr(policy, "module", policy)  # through DDP
     param = next(lm.parameters())
     batch = stitch(episodes, pad_id, max_len=max_len, pack=True, attn_implementation=attn, dtype=param.dtype).to(param.device)
-    logprobs = stitched_forward(policy, batch)["logprobs"]
+    logprobs = stitched_forward(policy, batch, with_values=False)["logprobs"]
     return -logprobs.mean(), int(logprobs.numel())
 
 

@@ -175,7 +175,7 @@ class Trainer:
             raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
         model, self.tokenizer = load_policy(
             cfg.model.name, attn_implementation=cfg.model.attn_implementation, dtype=dtype,
-            value_head=algo in ("ppo", "sft+ppo"), seed=cfg.train.seed,
+            value_head=algo in ("ppo", "sft+ppo"), seed=cfg.train.seed, critic=cfg.model.critic,
         )
         self.pad_id = int(self.tokenizer.pad_token_id)
         kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef

@@ -504,13 +504,14 @@ def _model_attn(policy: Any) -> str:
     return getattr(inner.config, "_attn_implementation", None) or "eager"
 
 
-def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = False) -> dict[str, torch.Tensor | None]:
+def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True) -> dict[str, torch.Tensor | None]:
     """One forward over a stitched batch; per-action-token outputs.
 
     Args:
         policy: a :class:`~mem1_agent.models.PolicyWithValue`.
         batch: from :func:`stitch`, with the mask built for the policy's attention implementation.
         with_entropy: also return the entropy of each token's distribution.
+        with_values: compute the values (when the policy has a value head).
 
     Returns:
         ``logprobs`` (N,), ``values`` (N,) (the value of the state each token was
@@ -524,7 +525,10 @@ def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = Fal
         )
     check_attn_implementation(attn)
     rows, cols = batch.logit_index[:, 0], batch.logit_index[:, 1]
-    out = policy(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids, logits_at=(rows, cols))
+    out = policy(
+        batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+        logits_at=(rows, cols), with_values=with_values,
+    )
     logp_all = torch.log_softmax(out["logits"].float(), dim=-1)
     logprobs = logp_all.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
     values = out["values"][rows, cols] if out["values"] is not None else None

@@ -75,3 +75,10 @@ def test_save_and_reload_round_trip(tmp_path):
     cfg = load_config(PRESETS / "qa2_tiny.yaml", ["grpo.group_size=3"])
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_critic_only_with_ppo():
+    assert load_config(None, ["train.algorithm=sft+ppo", "model.critic=tiny"]).model.critic == "tiny"
+    assert load_config(None, []).model.critic is None
+    with pytest.raises(ConfigError, match="model.critic is PPO's value model"):
+        load_config(None, ["train.algorithm=grpo", "model.critic=tiny"])

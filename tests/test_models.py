@@ -81,3 +81,31 @@ def test_unsupported_attention_and_arch_are_refused():
     with pytest.raises(ValueError, match="arch"):
         tiny_model("gpt2")
     assert check_attn_implementation("sdpa") == "sdpa"
+
+
+def test_separate_critic_feeds_the_value_head_and_leaves_the_logits_alone():
+    shared, _ = load_policy("tiny", seed=0)
+    split, _ = load_policy("tiny", seed=0, critic="tiny-qwen2")
+    assert split.critic is not None and shared.critic is None
+    ids = torch.randint(3, 400, (2, 9))
+    at = (torch.tensor([0, 1]), torch.tensor([8, 4]))
+    a, b = shared(ids, logits_at=at), split(ids, logits_at=at)
+    assert torch.allclose(a["logits"], b["logits"])  # same actor weights (same seed)
+    assert b["values"].shape == (2, 9) and not torch.allclose(a["values"], b["values"])
+    # The value loss trains the critic and its head, never the actor.
+    b["values"].sum().backward()
+    assert all(p.grad is not None for p in split.critic.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in split.lm.parameters())
+    assert split(ids, logits_at=at, with_values=False)["values"] is None
+
+
+def test_critic_with_another_tokenizer_or_without_a_value_head_is_refused(tmp_path):
+    folder = tmp_path / "other-vocab"
+    tok = tiny_tokenizer()
+    tok.add_tokens(["<extra>"])
+    tiny_model("llama", vocab_size=len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        load_policy("tiny", critic=str(folder))
+    with pytest.raises(ValueError, match="value_head=False"):
+        load_policy("tiny", critic="tiny", value_head=False)

@@ -20,6 +20,7 @@ from mem1_agent.ppo import (
     value_loss,
 )
 from mem1_agent.trajectory import Episode, SegmentTokens, TurnRecord
+from mem1_agent.models import load_policy
 from train_fixtures import tiny_policy, tiny_rollout  # noqa: F401  (fixtures)
 
 
@@ -145,3 +146,16 @@ def test_ppo_iteration_on_a_tiny_model_changes_parameters(tiny_rollout, kl_in_re
     assert stats["action_tokens"] == sum(len(t.logprobs) for ep in episodes for t in ep.turns)
     changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
     assert all(changed), "every parameter (LM and value head) should move"
+
+
+def test_ppo_iteration_with_a_separate_critic(tiny_rollout):
+    _, ref, tok, episodes = tiny_rollout
+    model, _ = load_policy("tiny", seed=0, critic="tiny")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    stats = ppo_iteration(model, ref, opt, episodes, PPOConfig(num_minibatches=2), tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    # Same actor weights as the rollout's policy, so the stitched log-probs still match the recorded ones.
+    assert stats["logp_gap"] < 1e-4 and math.isfinite(stats["value_loss"]) and stats["value_loss"] > 0
+    moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert any(n.startswith("critic.") for n in moved) and any(n.startswith("lm.") for n in moved)
+    assert any(n.startswith("value_head.") for n in moved)

@@ -56,6 +56,16 @@ def test_sft_then_ppo_uses_the_sft_model_as_kl_reference(tmp_path):
     assert any(not torch.equal(v, initial.lm.state_dict()[k]) for k, v in reference.items())
 
 
+def test_ppo_with_a_separate_critic_checkpoints_and_resumes_it(tmp_path):
+    out = tmp_path / "critic"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "model.critic=tiny-qwen2"]
+    assert main([*args, "train.iterations=1"]) == 0
+    state = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    assert any(k.startswith("critic.") for k in state) and any(k.startswith("lm.") for k in state)
+    assert main([*args, "train.iterations=2"]) == 0
+    assert _step(out) == 2
+
+
 def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--config", str(PRESET), "ppo.lrr=1"]) == 2
     assert "unknown key ppo.lrr" in capsys.readouterr().err
