@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -66,6 +67,7 @@ def default_model_path(cache: str | os.PathLike | None = None) -> Path:
 
     target = cache_dir(cache) / "models" / DEFAULT_MODEL_DIR
     if (target / "config.json").is_file():
+        _drop_gguf_quantization(target / "config.json")
         return target
     gguf = _gguf_file()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,12 @@ def default_model_path(cache: str | os.PathLike | None = None) -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # A fresh model from the config drops any GGUF-specific loading state; the weights are copied over.
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        # The config must lose its GGUF ``quantization_config`` too: the weights are plain fp32 now, and
+        # transformers refuses to save (``save_pretrained``) any model whose config still names GGUF.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
         tied = {"lm_head.weight"} if getattr(loaded.config, "tie_word_embeddings", False) else set()
         if set(missing) - tied or unexpected:
@@ -107,6 +114,21 @@ def check_attn_implementation(attn: str) -> str:
             + (" (flash attention kernels only support causal/padding masks)" if "flash" in attn else "")
         )
     return attn
+
+
+def _drop_gguf_quantization(config_file: Path) -> None:
+    """Rewrite a cached ``config.json`` that still names GGUF quantisation (written by older versions).
+
+    The cached weights are dequantised fp32, but while the config says ``quant_method: gguf``
+    transformers refuses ``save_pretrained`` on every model loaded from the folder.
+    """
+    config = json.loads(config_file.read_text())
+    if config.get("quantization_config", {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    tmp = config_file.with_name(f".{config_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, config_file)
 
 
 class ValueHead(nn.Module):

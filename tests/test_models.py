@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -42,6 +43,21 @@ def test_gguf_conversion_is_cached_and_loads(tmp_path, monkeypatch):
     greedy = policy.lm.generate(ids, max_new_tokens=8, do_sample=False)
     text = tok.decode(greedy[0, ids.shape[1]:])
     assert any(w in text.lower() for w in ("4", "four", "answer")), text
+    # A trained default model can be exported: the cached config no longer names GGUF quantisation.
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    policy.lm.save_pretrained(tmp_path / "export")
+    assert (tmp_path / "export" / "model.safetensors").is_file()
+
+
+def test_a_cache_written_with_gguf_quantization_config_is_repaired(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEM1_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m-instruct"
+    folder.mkdir(parents=True)
+    old = {"model_type": "llama", "quantization_config": {"quant_method": "gguf", "gguf_file": "x.gguf"}}
+    (folder / "config.json").write_text(json.dumps(old))
+    assert default_model_path() == folder
+    assert json.loads((folder / "config.json").read_text()) == {"model_type": "llama"}
+    assert [p.name for p in folder.iterdir()] == ["config.json"]  # no temp file left
 
 
 def test_tiny_tokenizer_has_a_chat_template():
