@@ -130,10 +130,7 @@ def grpo_iteration(
         stats["entropy"] = masked_mean(out.entropy, m).detach() if out.entropy is not None else torch.zeros(())
         return loss, stats
 
-    stats = minibatch_update(
-        model, optimizer, mask, loss_fn, cfg.update_epochs, cfg.num_minibatches, cfg.micro_batch_size,
-        cfg.max_grad_norm, accelerator, scheduler, generator,
-    )
+    stats = minibatch_update(model, optimizer, mask, loss_fn, cfg, accelerator, scheduler, generator)
     stats["advantage_abs"] = float(episode_adv.abs().mean())
     stats["action_tokens"] = float(mask.sum())
     return stats

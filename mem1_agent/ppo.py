@@ -27,7 +27,7 @@ Names follow the PPO paper (Schulman et al., 2017) and GAE (Schulman et al., 201
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -345,22 +345,13 @@ def ppo_loss(model: Any, batch: PPOBatch, index: Sequence[int], cfg: PPOConfig, 
     return loss, stats
 
 
-def ppo_update(
-    model: Any,
-    optimizer: Any,
-    batch: PPOBatch,
-    cfg: PPOConfig,
-    pad_id: int,
-    accelerator: Any = None,
-    scheduler: Any = None,
-    generator: torch.Generator | None = None,
-) -> dict[str, float]:
-    """``update_epochs`` x ``num_minibatches`` optimizer steps on the PPO loss."""
-    return minibatch_update(
-        model, optimizer, batch.mask, lambda part: ppo_loss(model, batch, part, cfg, pad_id),
-        cfg.update_epochs, cfg.num_minibatches, cfg.micro_batch_size, cfg.max_grad_norm,
-        accelerator, scheduler, generator,
-    )
+class UpdateSchedule(Protocol):
+    """How a rollout is cut into optimizer steps (:class:`PPOConfig` and ``GRPOConfig`` both are one)."""
+
+    update_epochs: int
+    num_minibatches: int
+    micro_batch_size: int
+    max_grad_norm: float
 
 
 def minibatch_update(
@@ -368,15 +359,13 @@ def minibatch_update(
     optimizer: Any,
     mask: torch.Tensor,
     loss_fn: Callable[[list[int]], tuple[torch.Tensor, dict[str, torch.Tensor]]],
-    update_epochs: int,
-    num_minibatches: int,
-    micro_batch_size: int,
-    max_grad_norm: float,
+    schedule: UpdateSchedule,
     accelerator: Any = None,
     scheduler: Any = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Shuffled mini-batches of episodes, micro-batch gradient accumulation, clipping, one step each.
+    """``update_epochs`` passes of shuffled mini-batches of episodes, micro-batch gradient
+    accumulation, clipping, one optimizer step per mini-batch; returns the mean diagnostics.
 
     ``mask`` (episodes, T) marks action tokens; ``loss_fn(episode_indices)`` returns a token-mean
     loss over those episodes and its diagnostics. Shared by PPO and GRPO.
@@ -385,10 +374,11 @@ def minibatch_update(
     totals: dict[str, float] = {}
     count = 0
     model.train()
-    for _ in range(update_epochs):
+    for _ in range(schedule.update_epochs):
         order = torch.randperm(n, generator=generator).tolist()
-        for minibatch in _split(order, num_minibatches):
-            micro = [minibatch[i : i + micro_batch_size] for i in range(0, len(minibatch), micro_batch_size)]
+        for minibatch in _split(order, schedule.num_minibatches):
+            size = schedule.micro_batch_size
+            micro = [minibatch[i : i + size] for i in range(0, len(minibatch), size)]
             tokens = float(mask[minibatch].sum()) or 1.0
             optimizer.zero_grad(set_to_none=True)
             for part in micro:
@@ -404,9 +394,9 @@ def minibatch_update(
                     totals[k] = totals.get(k, 0.0) + float(v) * weight
             params = [p for p in model.parameters() if p.requires_grad]
             if accelerator is not None:
-                grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(params, schedule.max_grad_norm)
             else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, schedule.max_grad_norm)
             totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm)
             optimizer.step()
             if scheduler is not None:
@@ -441,7 +431,10 @@ def ppo_iteration(
     """Prepare (values, KL, GAE) and update on one rollout; returns the iteration's scalars."""
     model.eval()
     batch = prepare_batch(model, ref_model, episodes, cfg, pad_id)
-    stats = ppo_update(model, optimizer, batch, cfg, pad_id, accelerator, scheduler, generator)
+    stats = minibatch_update(
+        model, optimizer, batch.mask, lambda part: ppo_loss(model, batch, part, cfg, pad_id), cfg,
+        accelerator, scheduler, generator,
+    )
     stats.update(batch.stats)
     stats["value_mean"] = float(masked_mean(batch.old_values, batch.mask))
     return stats

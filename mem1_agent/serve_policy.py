@@ -22,8 +22,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Sequence
+
+from webshop_env.http_service import HTTPService, OwnedHTTPServer
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 8 * 2**20
@@ -146,25 +148,27 @@ def parse_completion_request(body: Any, model_name: str, max_tokens_limit: int) 
     }
 
 
-class PolicyServer(ThreadingHTTPServer):
-    """The HTTP server: holds the model, its name, and a lock so one generation runs at a time."""
+class PolicyServer(HTTPService):
+    """Serves a model with the OpenAI completions API (see :class:`~webshop_env.http_service.HTTPService`
+    for starting and closing); a lock lets one generation run at a time.
 
-    daemon_threads = True
+    Args:
+        address: ``(host, port)`` to bind; port 0 picks a free one.
+        model, tokenizer: the policy and its tokenizer.
+        model_name: the name clients ask for.
+        max_tokens_limit: the largest ``max_tokens`` a request may ask for.
+    """
+
+    thread_name = "policy-server"
 
     def __init__(self, address: tuple[str, int], model: Any, tokenizer: Any, model_name: str,
                  max_tokens_limit: int = 4096):
-        super().__init__(address, _Handler)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_tokens_limit = max_tokens_limit
         self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        """Base URL clients use, e.g. ``http://127.0.0.1:8000``."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_Handler, *address)
 
     def complete(self, body: Any) -> dict[str, Any]:
         """Answer one completions request body (a dict in the OpenAI response format)."""
@@ -189,7 +193,7 @@ class PolicyServer(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: PolicyServer
+    server: OwnedHTTPServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class names it so)
@@ -210,10 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == "/health":
-            self._send(HTTPStatus.OK, {"status": "ok", "model": self.server.model_name})
+            self._send(HTTPStatus.OK, {"status": "ok", "model": self.server.owner.model_name})
         elif self.path == "/v1/models":
             self._send(HTTPStatus.OK, {"object": "list", "data": [
-                {"id": self.server.model_name, "object": "model", "created": 0, "owned_by": "mem1"}]})
+                {"id": self.server.owner.model_name, "object": "model", "created": 0, "owned_by": "mem1"}]})
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no route GET {self.path}")
 
@@ -236,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {err}")
             return
         try:
-            self._send(HTTPStatus.OK, self.server.complete(body))
+            self._send(HTTPStatus.OK, self.server.owner.complete(body))
         except RequestError as err:
             self._error(err.status, str(err), err.param)
         except Exception as err:  # a generation failure must answer, not hang the client
@@ -266,13 +270,7 @@ def cli(argv: list[str]) -> int:
     except OSError as err:
         print(f"mem1 serve-policy: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 2
-    print(f"serving {server.model_name!r} on {server.url}/v1/completions", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.serve_until_interrupted(f"serving {server.model_name!r} on {server.url}/v1/completions")
     return 0
 
 

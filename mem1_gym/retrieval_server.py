@@ -34,8 +34,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Sequence
+
+from webshop_env.http_service import HTTPService, OwnedHTTPServer
 
 from .retrieval import Hit, Retriever
 
@@ -202,7 +204,7 @@ class _Batcher:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_HTTPServer"
+    server: OwnedHTTPServer
     # Headers and body go out in two writes; with Nagle's algorithm the second
     # waits for the client's delayed ACK (~40 ms per keep-alive request).
     disable_nagle_algorithm = True
@@ -290,14 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, {"result": hits_to_json(job.hits, request.return_scores)})
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog (5) resets connections under a burst of concurrent clients.
-    request_queue_size = 256
-    owner: "RetrievalServer"
-
-
-class RetrievalServer:
+class RetrievalServer(HTTPService):
     """Serves a :class:`~mem1_gym.retrieval.Retriever` over HTTP (Search-R1 API).
 
     Args:
@@ -310,8 +305,11 @@ class RetrievalServer:
         name: backend name reported by ``/health``.
         verbose: log every request to stderr.
 
-    Use as a context manager, or call :meth:`start` / :meth:`close`.
+    Use as a context manager, or call :meth:`start` / :meth:`close` (see
+    :class:`~webshop_env.http_service.HTTPService`).
     """
+
+    thread_name = "retrieval-server"
 
     def __init__(
         self,
@@ -332,27 +330,11 @@ class RetrievalServer:
         self.verbose = verbose
         self.batcher = _Batcher(retriever, self.limits.max_batch_queries)
         try:
-            self.httpd = _HTTPServer((host, port), _Handler)
+            # The stdlib backlog (5) resets connections under a burst of concurrent clients.
+            super().__init__(_Handler, host, port, backlog=256)
         except OSError:
             self.batcher.stop()
             raise
-        self.httpd.owner = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        """The bound address."""
-        return str(self.httpd.server_address[0])
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return int(self.httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8000``; the ``http`` retriever spec."""
-        return f"http://{self.host}:{self.port}"
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
@@ -364,31 +346,10 @@ class RetrievalServer:
             "max_topk": self.limits.max_topk,
         }
 
-    def start(self) -> "RetrievalServer":
-        """Serve in a background thread; returns self."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="retrieval-server", daemon=True)
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted."""
-        self.httpd.serve_forever()
-
     def close(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self.httpd.server_close()
+        """Stop serving, release the port and stop the batcher thread."""
+        super().close()
         self.batcher.stop()
-
-    def __enter__(self) -> "RetrievalServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _load_retriever(args: argparse.Namespace) -> tuple[Retriever, int]:
@@ -442,11 +403,5 @@ def cli(argv: list[str]) -> int:
     except OSError as exc:
         print(f"mem1 serve-retriever: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
-    print(f"serving {n_docs} passages of {args.dataset!r} ({args.backend}) at {server.url}/retrieve", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    server.serve_until_interrupted(f"serving {n_docs} passages of {args.dataset!r} ({args.backend}) at {server.url}/retrieve")
     return 0

@@ -97,7 +97,7 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
         else:
             self.open_hosts = None if open_hosts is None else set(open_hosts)
         self.web_search = make_web_search(
-            search, local_base_url=self.site.base_url if self.site else None, timeout=self.fetch_timeout
+            search, local_base_url=self.site.url if self.site else None, timeout=self.fetch_timeout
         )
         #: normalised query -> the results it got (the oracle opens pages from them)
         self._results: dict[str, list[SearchResult]] = {}
@@ -149,7 +149,7 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
     def _resolve(self, target: str) -> str:
         target = target.strip().strip("<>\"'")
         if target.startswith("/") and self.site is not None:
-            return self.site.base_url + target  # a path on the local web
+            return self.site.url + target  # a path on the local web
         return target
 
     def _open(self, target: str) -> Outcome:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 
@@ -23,12 +22,8 @@ def server():
     from mem1_agent.models import load_policy
 
     model, tokenizer = load_policy(MODEL, value_head=False)
-    srv = PolicyServer(("127.0.0.1", 0), model.eval(), tokenizer, MODEL, max_tokens_limit=64)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with PolicyServer(("127.0.0.1", 0), model.eval(), tokenizer, MODEL, max_tokens_limit=64) as srv:
+        yield srv
 
 
 def _post(url: str, body: bytes | dict, path: str = "/v1/completions") -> tuple[int, dict]:

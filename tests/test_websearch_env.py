@@ -67,14 +67,14 @@ def test_local_web_serves_pages_and_search(site):
     assert "settled in 1412" in page.text and "Served by" not in page.text and "localWiki" not in page.text
     odd = fetch_page(site.url_of("p/1 ü"), allowed_hosts={site.netloc})
     assert odd.title == "Brilotath & Sons" and "<b>was</b> born" in odd.text  # escaped, not markup
-    results = LocalWebSearch(site.base_url).search("Brilotath born", 2)
+    results = LocalWebSearch(site.url).search("Brilotath born", 2)
     assert results[0].title == "Brilotath & Sons" and results[0].url == site.url_of("p/1 ü")
     assert "born in Zorakex" in results[0].snippet
-    assert LocalWebSearch(site.base_url).search("   ", 2) == []
+    assert LocalWebSearch(site.url).search("   ", 2) == []
     with pytest.raises(WebError, match="HTTP 404"):
-        fetch_page(site.base_url + "/wiki/nope", allowed_hosts={site.netloc})
+        fetch_page(site.url + "/wiki/nope", allowed_hosts={site.netloc})
     with pytest.raises(WebError, match="HTTP 400"):
-        LocalWebSearch(site.base_url).search("x", 10_000)
+        LocalWebSearch(site.url).search("x", 10_000)
     with socket.create_connection(("127.0.0.1", int(site.netloc.rsplit(":", 1)[1])), timeout=5) as sock:
         sock.sendall(b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 4")  # a clean 4xx, not a dropped connection
@@ -318,7 +318,7 @@ def test_envs_share_one_local_web_per_process_and_close_stops_it():
     a = WebSearchQAEnv(**SMALL)
     b = WebSearchQAEnv(**SMALL)
     assert a.site is b.site and shared_local_webs() == before + 1
-    url = a.site.base_url
+    url = a.site.url
     a.close()
     assert shared_local_webs() == before + 1 and b.site is not None
     b.close()

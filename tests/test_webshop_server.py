@@ -184,11 +184,11 @@ def test_bounded_load_has_no_errors(server: WebShopServer) -> None:
     assert failures == [] and counts == [50] * 8
 
 
-def test_stop_releases_the_port() -> None:
+def test_close_releases_the_port() -> None:
     s = WebShopServer(shared_site(SiteConfig(num_products=N))).start()
     port = s.port
     assert fetch(s.url_for("x_0"))[0] == 200
-    s.stop()
+    s.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/x_0", timeout=5)
 

@@ -262,7 +262,7 @@ class WebShopBrowserEnv(ShopEnvBase):
 
     def _release(self) -> None:
         if self._own_server is not None:
-            self._own_server.stop()
+            self._own_server.close()
             self._own_server = None
         shutil.rmtree(self._profile, ignore_errors=True)
 

@@ -45,11 +45,5 @@ def cli(argv: list[str]) -> int:
     except (OSError, ValueError) as err:
         print(f"mem1 webshop serve: {err}", file=sys.stderr)
         return 1
-    print(f"serving {len(site.goals)} {args.split} goals at {server.url}/  (Ctrl-C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until_interrupted(f"serving {len(site.goals)} {args.split} goals at {server.url}/  (Ctrl-C to stop)")
     return 0

@@ -22,11 +22,12 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
 from . import pages
+from .http_service import HTTPService, OwnedHTTPServer
 from .routes import MAX_QUERY_CHARS, Route, RouteError, parse_path
 from .site import Site
 
@@ -51,7 +52,7 @@ class SessionState:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_HTTPServer"
+    server: OwnedHTTPServer
     server_version = "WebShop/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -130,15 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # The stdlib default backlog (5) drops connections when a browser and many clients burst.
-    request_queue_size = 128
-    owner: "WebShopServer"
-
-
-class WebShopServer:
-    """Serves a :class:`~webshop_env.site.Site` over HTTP on a background thread.
+class WebShopServer(HTTPService):
+    """Serves a :class:`~webshop_env.site.Site` over HTTP (see :class:`~webshop_env.http_service.HTTPService`
+    for starting, serving in the foreground and closing).
 
     Args:
         site: the site to serve.
@@ -147,29 +142,14 @@ class WebShopServer:
         verbose: log each request to stderr.
     """
 
+    thread_name = "webshop-server"
+
     def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
         self.site = site
         self.verbose = verbose
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._lock = threading.Lock()
-        self._httpd = _HTTPServer((host, int(port)), _Handler)
-        self._httpd.owner = self
-        self._thread: threading.Thread | None = None
-
-    @property
-    def host(self) -> str:
-        """The bound address."""
-        return str(self._httpd.server_address[0])
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:8000``."""
-        return f"http://{self.host}:{self.port}"
+        super().__init__(_Handler, host, port)
 
     def url_for(self, session: str) -> str:
         """The URL of ``session``'s search page."""
@@ -192,28 +172,3 @@ class WebShopServer:
         state = self.session(session)
         with self._lock:
             state.purchases.append((asin, dict(options), float(reward)))
-
-    def start(self) -> "WebShopServer":
-        """Serve on a daemon thread; returns self."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="webshop-server", daemon=True)
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve on the calling thread until interrupted."""
-        self._httpd.serve_forever()
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> "WebShopServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

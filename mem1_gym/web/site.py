@@ -21,9 +21,11 @@ import json
 import os
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Hashable, Sequence
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from webshop_env.http_service import HTTPService, OwnedHTTPServer
 
 from ..data.schema import Passage
 from ..retrieval import Retriever
@@ -87,7 +89,7 @@ def page_path(passage_id: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: OwnedHTTPServer
     # Headers and body go out in two writes; with Nagle's algorithm the second
     # waits for the client's delayed ACK (~40 ms per keep-alive request).
     disable_nagle_algorithm = True
@@ -113,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        site = self.server.site
+        site = self.server.owner
         try:
             parts = urlsplit(self.path)
         except ValueError:  # e.g. "//[" parses as a broken IPv6 host
@@ -149,21 +151,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, {"error": f"the query is longer than {_MAX_QUERY_CHARS} characters"})
             return
         try:
-            results = self.server.site.search(query, k) if query.strip() else []
+            results = self.server.owner.search(query, k) if query.strip() else []
         except Exception as exc:  # the index failing is the server's fault: say so, keep serving
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"search failed: {type(exc).__name__}: {exc}"})
             return
         self._json(HTTPStatus.OK, {"query": query, "results": results})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    site: "LocalWebServer"
-
-
-class LocalWebServer:
-    """Serves a corpus as a web site on loopback (see the module docstring).
+class LocalWebServer(HTTPService):
+    """Serves a corpus as a web site on loopback, from construction until :meth:`close` (see the module
+    docstring and :class:`~webshop_env.http_service.HTTPService`).
 
     Args:
         corpus: the passages; each becomes ``/wiki/<id>``.
@@ -172,29 +169,23 @@ class LocalWebServer:
         port: TCP port; 0 picks a free one.
     """
 
+    thread_name = "local-web"
+
     def __init__(self, corpus: Sequence[Passage], retriever: Retriever, host: str = "127.0.0.1", port: int = 0):
         self.pages = {p.id: p for p in corpus}
         self.retriever = retriever
         self._search_lock = threading.Lock()
-        self.httpd = _Server((host, port), _Handler)
-        self.httpd.site = self
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-web", daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_Handler, host, port)
+        self.start()
 
     @property
     def netloc(self) -> str:
         """``host:port`` of the server (what the env allows pages to be opened from)."""
-        return urlsplit(self.base_url).netloc
+        return urlsplit(self.url).netloc
 
     def url_of(self, passage_id: str) -> str:
         """Absolute URL of a passage's page."""
-        return self.base_url + page_path(passage_id)
+        return self.url + page_path(passage_id)
 
     def search(self, query: str, k: int) -> list[dict[str, str]]:
         """Search results as served by ``/search``."""
@@ -206,12 +197,6 @@ class LocalWebServer:
             if passage is not None:
                 results.append({"title": passage.title, "url": self.url_of(passage.id), "snippet": snippet(passage.text)})
         return results
-
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self.httpd.shutdown()
-        self._thread.join(timeout=10)
-        self.httpd.server_close()
 
 
 _shared_lock = threading.Lock()
