@@ -168,7 +168,7 @@ class PolicyWithValue(nn.Module):
     def __init__(self, lm: nn.Module, value_head: bool = True, critic: nn.Module | None = None):
         super().__init__()
         if critic is not None and not value_head:
-            raise ValueError("a separate critic needs value_head=True (it only feeds the value head)")
+            raise ValueError("a separate critic needs value_head=True: it only feeds the value head (only PPO uses one)")
         self.lm = lm
         self.critic = critic
         hidden = (critic if critic is not None else lm).config.hidden_size
@@ -270,8 +270,6 @@ def load_policy(
     lm, tokenizer = _load_lm(str(model), attn_implementation, dtype, cache, seed)
     critic_lm = None
     if critic is not None:
-        if not value_head:
-            raise ValueError(f"critic={str(critic)!r} was given but value_head=False: only PPO uses a critic")
         # A different seed, so a tiny critic is not a copy of a tiny actor.
         critic_lm, critic_tokenizer = _load_lm(str(critic), attn_implementation, dtype, cache, seed + 1)
         if critic_tokenizer.get_vocab() != tokenizer.get_vocab():

@@ -17,8 +17,9 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def sb3_logs_in_tmp(tmp_path, monkeypatch):
     """stable-baselines3's ``learn()`` creates ``/tmp/SB3-<date>`` for its default logger unless
-    ``SB3_LOGDIR`` is set; point it at the test's own temp dir so the suite leaves nothing behind."""
+    ``SB3_LOGDIR`` is set; point it at the test's own temp dir so the suite leaves nothing behind.
+    Modules that train with SB3 use it with ``pytestmark = pytest.mark.usefixtures("sb3_logs_in_tmp")``."""
     monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3-logs"))

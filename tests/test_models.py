@@ -123,5 +123,5 @@ def test_critic_with_another_tokenizer_or_without_a_value_head_is_refused(tmp_pa
     tok.save_pretrained(folder)
     with pytest.raises(ValueError, match="different tokenizer"):
         load_policy("tiny", critic=str(folder))
-    with pytest.raises(ValueError, match="value_head=False"):
+    with pytest.raises(ValueError, match="needs value_head=True"):
         load_policy("tiny", critic="tiny", value_head=False)

@@ -17,7 +17,7 @@ from tests.tiny_token_world import SecretNumberEnv, build_tiny_model_dir, build_
 MAX_LEN = 160
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "sb3_logs_in_tmp")
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,7 @@ def test_masked_out_choice_is_refused_not_raised() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("sb3_logs_in_tmp")
 def test_maskable_ppo_smoke() -> None:
     sb3_contrib = pytest.importorskip("sb3_contrib")
     from stable_baselines3.common.vec_env import DummyVecEnv
