@@ -1,19 +1,28 @@
-"""The LLM policy: one batched generation loop shared by rollout, evaluation and serving.
+"""The Hugging Face rollout engine: one batched generation loop shared by rollout, evaluation and serving.
 
-:class:`LMPolicy` wraps a Hugging Face causal LM and its tokenizer. Its
-:meth:`LMPolicy.generate` is a hand-written sampling loop (model forward with
-``past_key_values``), not ``model.generate``, so that what it records is exactly
-what the trainers recompute:
+:class:`LMPolicy` wraps a Hugging Face causal LM and its tokenizer and
+implements :class:`~mem1_agent.engine.RolloutEngine` (turns are submitted,
+finished turns come back from :meth:`LMPolicy.step`); :meth:`LMPolicy.generate`
+runs a batch of turns to completion. It is a hand-written sampling loop over the
+model's forward with a ``transformers`` ``DynamicCache`` (passed as ``cache=``,
+or ``past_key_values=`` on releases before the rename), not ``model.generate``,
+so that what it records is exactly what the trainers recompute:
 
-* contexts of uneven length are **left-padded**; position ids count real tokens
-  only (``cumsum(attention_mask) - 1``), so a row's positions do not depend on
-  how much padding its batch needed — the same positions the stitched
-  trajectory forward uses;
+* **continuous batching**: a request that finishes leaves the running batch at
+  once and a newly submitted one is prefilled and joins it at the next
+  :meth:`~LMPolicy.step`, so a slot never idles until the slowest row of its
+  batch finishes; the prefill computes logits only at each row's last token
+  (``logits_to_keep=1``);
+* rows of the running batch are **right-aligned** in one batch cache (row ``i``
+  holds its ``L_i`` cached tokens in the last ``L_i`` columns; the attention mask
+  says so) and position ids count real tokens only, so a row's positions and
+  log-probs do not depend on how much padding its batch needed — the same
+  positions the stitched trajectory forward uses;
 * each row stops at the first closing action tag of the tag set (``</query>``,
   ``</answer>``, ...), at an end-of-sequence token, or at ``max_new_tokens``;
-* the KV cache is reused within a turn (one prefill, then one token per step)
-  and, across turns, for the leading tokens a context shares with what the
-  same key (an environment slot) saw last time (``prefix_len``);
+* the cache of a finished turn is kept per key (an environment slot), and the
+  next turn of that key reuses it for the leading tokens its context shares with
+  the previous one (bounded by ``prefix_len``);
 * for every generated token the **log-probability under the unmodified model
   distribution** (softmax of the raw logits, temperature 1, no top-k / top-p
   filtering) is recorded. With ``temperature=1, top_k=0, top_p=1`` (the
@@ -23,16 +32,26 @@ what the trainers recompute:
   log-probability, i.e. what a PPO ratio against ``pi_theta`` needs; the
   importance weight between the sampling and the model distribution is then
   not corrected for (the usual practice; say ``temperature=1`` to be exact).
+
+Greedy decoding gives the same ids whatever the batch composition (up to
+floating-point ties); sampling consumes one shared generator in step order, so it
+is reproducible for a given seed and schedule.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
 import torch
 
 from mem1_gym.protocol import TagSet, get_tag_set
+
+from .engine import Generation, generate_batch
+
+__all__ = ["Generation", "LMPolicy", "SamplingConfig"]
 
 #: How many trailing generated tokens are decoded to look for a closing tag.
 #: Every token decodes to at least one character, so this covers tags up to 16 characters.
@@ -49,6 +68,10 @@ class SamplingConfig:
         top_p: nucleus sampling threshold (1 disables it).
         top_k: keep only the k most likely tokens (0 disables it).
         reuse_prefix: keep each slot's KV cache between calls and reuse the shared prefix.
+        continuous_batching: in :func:`~mem1_agent.rollout.rollout`, step a slot's env and submit its
+            next turn as soon as its turn ends (False: every live slot generates one turn per round
+            and the round waits for the slowest row, as static batching does).
+        max_batch_size: most rows decoded together (0: no limit; further requests wait their turn).
     """
 
     max_new_tokens: int = 256
@@ -56,6 +79,8 @@ class SamplingConfig:
     top_p: float = 1.0
     top_k: int = 0
     reuse_prefix: bool = True
+    continuous_batching: bool = True
+    max_batch_size: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -66,33 +91,35 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-
-
-@dataclass
-class Generation:
-    """One generated turn.
-
-    Attributes:
-        ids: generated token ids, verbatim (hand them to ``TokenizedEnv.step``).
-        logprobs: per-token log-probability under the raw model distribution (see module docstring).
-        text: ``ids`` decoded.
-        stop: why generation ended: ``"tag"``, ``"eos"`` or ``"length"``.
-        reused: how many context tokens came from the KV cache of the previous call.
-    """
-
-    ids: list[int]
-    logprobs: list[float]
-    text: str
-    stop: str
-    reused: int = 0
+        if self.max_batch_size < 0:
+            raise ValueError(f"max_batch_size must be >= 0 (0: no limit), got {self.max_batch_size}")
 
 
 @dataclass
 class _SlotCache:
-    """KV cache of one slot's last sequence (context + generated tokens that were fed)."""
+    """KV cache of one key's last sequence (context + generated tokens that were fed)."""
 
     ids: list[int]
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, [heads, len, dim]
+
+
+@dataclass
+class _Request:
+    rid: int
+    key: Hashable | None
+    context: list[int]
+    prefix_len: int | None
+
+
+@dataclass
+class _Row:
+    """A request in the running batch."""
+
+    req: _Request
+    length: int  # tokens of this row in the batch cache (context + generated tokens fed back)
+    reused: int
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -112,13 +139,24 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def _cache_argument(lm: Any) -> str:
+    """The forward keyword of the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (before)."""
+    base = lm.get_base_model() if callable(getattr(lm, "get_base_model", None)) else lm  # through peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)  # read first: the old name warns where the new one exists
+    return cache if cache is not None else out.past_key_values
+
+
 class LMPolicy:
-    """A causal LM plus sampling settings, acting on token-level observations.
+    """A causal LM plus sampling settings, acting on token-level observations (a :class:`~mem1_agent.engine.RolloutEngine`).
 
     Args:
         model: a Hugging Face causal LM (or anything whose forward takes ``input_ids``,
-            ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache`` and
-            returns ``logits`` and ``past_key_values``). A value-head wrapper is fine.
+            ``attention_mask``, ``position_ids``, a ``DynamicCache``, ``use_cache`` and
+            ``logits_to_keep`` and returns ``logits`` and the cache). A value-head wrapper is fine.
         tokenizer: its tokenizer (decodes to find closing tags).
         tags: tag set whose closing action tags stop generation, or ``stop_strings``.
         sampling: :class:`SamplingConfig`.
@@ -145,8 +183,17 @@ class LMPolicy:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0))
         self.generator = generator
+        self._cache_arg = _cache_argument(self.lm)
         self._slots: dict[Hashable, _SlotCache] = {}
         self._ends_cache: dict[int, bool] = {}
+        # Engine state: queued requests, the running batch (rows, their batch cache, next-token logits).
+        self._next_rid = 0
+        self._waiting: deque[_Request] = deque()
+        self._rows: list[_Row] = []
+        self._cache: Any = None
+        self._width = 0
+        self._logits: torch.Tensor | None = None
+        self._in_flight: set[Hashable] = set()
 
     @property
     def device(self) -> torch.device:
@@ -182,14 +229,13 @@ class LMPolicy:
         contexts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         return [g.text for g in self.generate(contexts)]
 
-    @torch.no_grad()
     def generate(
         self,
         contexts: Sequence[Sequence[int]],
         prefix_lens: Sequence[int | None] | None = None,
         keys: Sequence[Hashable] | None = None,
     ) -> list[Generation]:
-        """Generate one turn for each context (a batch, left-padded).
+        """Generate one turn for each context, as one batch run to completion.
 
         Args:
             contexts: token ids of each row's visible context (non-empty).
@@ -197,106 +243,178 @@ class LMPolicy:
                 previous call (None: no bound); reuse is also limited to the ids that actually match.
             keys: per row, the slot whose cache is read and then replaced (None: no reuse).
         """
-        if not contexts:
-            return []
         if any(len(c) == 0 for c in contexts):
             raise ValueError("every context must hold at least one token")
+        return generate_batch(self, contexts, prefix_lens, keys)
+
+    # -- RolloutEngine ------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by :meth:`step`."""
+        return len(self._waiting) + len(self._rows)
+
+    def submit(self, context: Sequence[int], key: Hashable | None = None, prefix_len: int | None = None) -> int:
+        """Queue one turn (see :class:`~mem1_agent.engine.RolloutEngine`); returns its request id."""
+        ids = [int(t) for t in context]
+        if not ids:
+            raise ValueError("every context must hold at least one token")
+        if key is not None:
+            if key in self._in_flight:
+                raise ValueError(f"key {key!r} already has a turn in flight; submit its next turn after it finishes")
+            self._in_flight.add(key)
+        rid = self._next_rid
+        self._next_rid += 1
+        self._waiting.append(_Request(rid, key, ids, prefix_len))
+        return rid
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[int, Generation]]:
+        """Admit waiting requests (one prefill), sample a token for every running row, retire the
+        rows that stopped, and run one decode forward for the others."""
+        self._admit()
+        if not self._rows:
+            return []
+        cfg = self.sampling
+        assert self._logits is not None
+        tokens, lps = self._sample(self._logits)
+        finished: list[int] = []
+        for i, row in enumerate(self._rows):
+            t = int(tokens[i])
+            row.ids.append(t)
+            row.logprobs.append(float(lps[i]))
+            if t in self.eos_ids or self._hit_stop(row.ids) or len(row.ids) >= cfg.max_new_tokens:
+                finished.append(i)
+        out = [(self._rows[i].req.rid, self._finish(i)) for i in finished]
+        if finished:
+            gone = set(finished)
+            keep = [i for i in range(len(self._rows)) if i not in gone]
+            self._select(keep)
+            tokens = tokens[torch.tensor(keep, dtype=torch.long, device=tokens.device)]
+        if self._rows:
+            self._decode(tokens)
+        return out
+
+    # -- internals --------------------------------------------------------------
+
+    def _forward(self, **inputs: Any) -> tuple[torch.Tensor, Any]:
+        """One LM forward with the cache under the keyword this transformers release expects."""
+        cache = inputs.pop("cache")
+        out = self.lm(**inputs, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].float(), _output_cache(out)
+
+    def _admit(self) -> None:
+        """Prefill waiting requests (up to ``max_batch_size`` rows) and merge them into the running batch."""
+        room = len(self._waiting) if self.sampling.max_batch_size == 0 else self.sampling.max_batch_size - len(self._rows)
+        group = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+        if not group:
+            return
+        logits, cache, width, rows = self._prefill(group)
+        if not self._rows:
+            self._rows, self._cache, self._width, self._logits = rows, cache, width, logits
+            return
+        # Both batches are right-aligned: left-pad the narrower one with zero columns (masked out).
+        total = max(self._width, width)
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, total), _left_pad(theirs.keys, total)], dim=0)
+            mine.values = torch.cat([_left_pad(mine.values, total), _left_pad(theirs.values, total)], dim=0)
+        self._rows += rows
+        self._width = total
+        self._logits = torch.cat([self._logits, logits], dim=0)  # type: ignore[list-item]
+
+    def _prefill(self, group: list[_Request]) -> tuple[torch.Tensor, Any, int, list[_Row]]:
+        """Left-padded prefill of new requests, reusing each key's cached prefix where it matches."""
+        from transformers import DynamicCache
+
         cfg = self.sampling
         device = self.device
-        n = len(contexts)
+        n = len(group)
+        contexts = [r.context for r in group]
         lengths = [len(c) for c in contexts]
         width = max(lengths)
         pads = [width - L for L in lengths]
-
-        # How many leading tokens each row can take from its slot's cache; at least one
+        # How many leading tokens each row can take from its key's cache; at least one
         # context token is always fed so the prefill yields the next-token logits.
         reuse = [0] * n
         slots: list[_SlotCache | None] = [None] * n
-        if cfg.reuse_prefix and keys is not None:
-            for i, key in enumerate(keys):
-                slot = self._slots.get(key)
+        if cfg.reuse_prefix:
+            for i, req in enumerate(group):
+                slot = self._slots.get(req.key) if req.key is not None else None
                 if slot is None:
                     continue
                 usable = min(_common_prefix(slot.ids, contexts[i]), lengths[i] - 1)
-                bound = prefix_lens[i] if prefix_lens is not None else None
-                if bound is not None:
-                    usable = min(usable, int(bound))
+                if req.prefix_len is not None:
+                    usable = min(usable, int(req.prefix_len))
                 reuse[i], slots[i] = max(usable, 0), slot
-        # Cached columns are shared by the batch: the padded layout is
-        # [pad_i | context_i], so the first ``cached`` columns must be pad or reusable for every row.
-        # A row without a cache contributes only its padding columns (zeros in the cache).
+        # Cached columns are shared by the group: the padded layout is [pad_i | context_i], so the
+        # first ``cached`` columns must be pad or reusable for every row.
         cached = min(pads[i] + reuse[i] for i in range(n)) if any(s is not None for s in slots) else 0
 
-        full_mask = torch.zeros(n, width, dtype=torch.long)
+        mask = torch.zeros(n, width, dtype=torch.long)
         for i in range(n):
-            full_mask[i, pads[i]:] = 1
+            mask[i, pads[i]:] = 1
         input_ids = torch.full((n, width - cached), self.pad_id, dtype=torch.long)
         for i in range(n):
-            start = max(cached - pads[i], 0)
-            row = contexts[i][start:]
+            row = contexts[i][max(cached - pads[i], 0):]
             input_ids[i, width - cached - len(row):] = torch.tensor(row, dtype=torch.long)
-        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-
-        past = self._batch_cache(slots, pads, cached, device) if cached > 0 else None
-        out = self.lm(
-            input_ids=input_ids.to(device),
-            attention_mask=full_mask.to(device),
-            position_ids=positions[:, cached:].to(device),
-            past_key_values=past,
-            use_cache=True,
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # A config-less DynamicCache has one plain (full) layer per decoder layer: column arithmetic
+        # below holds for it, while a config-built one could hold sliding-window layers.
+        cache = self._batch_cache(slots, pads, cached, device) if cached > 0 else DynamicCache()
+        logits, cache = self._forward(
+            input_ids=input_ids.to(device), attention_mask=mask.to(device),
+            position_ids=positions[:, cached:].to(device), cache=cache,
         )
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-        next_pos = positions[:, -1].clone() + 1
+        rows = [_Row(req, lengths[i], max(cached - pads[i], 0)) for i, req in enumerate(group)]
+        return logits, cache, width, rows
 
-        gen_ids: list[list[int]] = [[] for _ in range(n)]
-        gen_lp: list[list[float]] = [[] for _ in range(n)]
-        stops: list[str | None] = [None] * n
-        for step in range(cfg.max_new_tokens):
-            tokens, lps = self._sample(logits)
-            for i in range(n):
-                if stops[i] is not None:
-                    continue
-                t = int(tokens[i])
-                gen_ids[i].append(t)
-                gen_lp[i].append(float(lps[i]))
-                if t in self.eos_ids:
-                    stops[i] = "eos"
-                elif self._hit_stop(gen_ids[i]):
-                    stops[i] = "tag"
-                elif len(gen_ids[i]) >= cfg.max_new_tokens:
-                    stops[i] = "length"
-            if all(s is not None for s in stops):
-                break
-            # Finished rows keep a column (masked out) so the batch stays rectangular.
-            alive = torch.tensor([s is None for s in stops], dtype=torch.long)
-            feed = torch.where(alive.bool(), tokens.cpu(), torch.full_like(tokens.cpu(), self.pad_id))
-            full_mask = torch.cat([full_mask, alive[:, None]], dim=1)
-            out = self.lm(
-                input_ids=feed[:, None].to(device),
-                attention_mask=full_mask.to(device),
-                position_ids=next_pos[:, None].to(device),
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            next_pos = next_pos + alive
+    def _decode(self, tokens: torch.Tensor) -> None:
+        """Feed each running row its last sampled token: one new column for every row."""
+        device = self.device
+        lengths = torch.tensor([r.length for r in self._rows], dtype=torch.long)
+        total = self._width + 1
+        mask = (torch.arange(total)[None, :] >= total - (lengths + 1)[:, None]).long()
+        self._logits, self._cache = self._forward(
+            input_ids=tokens[:, None].to(device), attention_mask=mask.to(device),
+            position_ids=lengths[:, None].to(device), cache=self._cache,
+        )
+        self._width = total
+        for r in self._rows:
+            r.length += 1
 
-        if cfg.reuse_prefix and keys is not None:
-            self._store(keys, contexts, gen_ids, past, full_mask)
-        return [
-            Generation(
-                ids=gen_ids[i],
-                logprobs=gen_lp[i],
-                text=self.tokenizer.decode(gen_ids[i], skip_special_tokens=False),
-                stop=stops[i] or "length",
-                reused=max(cached - pads[i], 0),
-            )
-            for i in range(n)
-        ]
+    def _finish(self, i: int) -> Generation:
+        """The generation of row ``i``; keep its cache for the key's next turn."""
+        row = self._rows[i]
+        req = row.req
+        if req.key is not None:
+            self._in_flight.discard(req.key)
+            if self.sampling.reuse_prefix:
+                # The last sampled token was never fed, so the cache holds context + ids[:-1].
+                ids = req.context + row.ids[:-1]
+                start = self._width - row.length
+                kv = [(layer.keys[i, :, start:].clone(), layer.values[i, :, start:].clone()) for layer in self._cache.layers]
+                if row.length == len(ids):
+                    self._slots[req.key] = _SlotCache(ids=ids, kv=kv)
+                else:  # should not happen; never reuse a cache we cannot align
+                    self._slots.pop(req.key, None)
+        stop = "eos" if row.ids[-1] in self.eos_ids else "tag" if self._hit_stop(row.ids) else "length"
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=False)
+        return Generation(ids=row.ids, logprobs=row.logprobs, text=text, stop=stop, reused=row.reused)
 
-    # -- internals --------------------------------------------------------------
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows ``keep`` and drop the leading columns no remaining row uses."""
+        self._rows = [self._rows[i] for i in keep]
+        if not self._rows:
+            self._cache, self._width, self._logits = None, 0, None
+            return
+        assert self._logits is not None
+        index = torch.tensor(keep, dtype=torch.long, device=self._logits.device)
+        self._logits = self._logits.index_select(0, index)
+        longest = max(r.length for r in self._rows)
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))[:, :, self._width - longest :]
+            layer.values = layer.values.index_select(0, index.to(layer.values.device))[:, :, self._width - longest :]
+        self._width = longest
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw one token per row; return it and its raw-model log-probability."""
@@ -358,15 +476,7 @@ class LMPolicy:
             layers.append((torch.stack(keys).to(device), torch.stack(values).to(device)))
         return DynamicCache(layers)
 
-    def _store(self, keys: Sequence[Hashable], contexts: Sequence[Sequence[int]], gen_ids: list[list[int]], past: Any, full_mask: torch.Tensor) -> None:
-        """Keep each row's real (unmasked) cache columns for the next call of its key."""
-        layers = [(layer.keys, layer.values) for layer in past.layers]
-        for i, key in enumerate(keys):
-            cols = full_mask[i].nonzero().squeeze(-1).to(layers[0][0].device)
-            # The last sampled token was never fed, so the cache holds context + gen[:-1].
-            ids = list(contexts[i]) + gen_ids[i][:-1]
-            kv = [(k[i].index_select(1, cols), v[i].index_select(1, cols)) for k, v in layers]
-            if kv and kv[0][0].shape[1] != len(ids):
-                self._slots.pop(key, None)  # should not happen; never reuse a cache we cannot align
-                continue
-            self._slots[key] = _SlotCache(ids=ids, kv=kv)
+
+def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero columns on the left of a (batch, heads, len, dim) cache tensor up to ``width``."""
+    return torch.nn.functional.pad(x, (0, 0, width - x.shape[2], 0))

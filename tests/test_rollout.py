@@ -136,3 +136,90 @@ def test_rollout_batches_envs_and_episodes_stitch_back_exactly(tiny_policy):
     with torch.no_grad():
         out = stitched_forward(model, batch)
     assert torch.allclose(out["logprobs"], batch.rollout_logprobs, atol=1e-4)
+
+
+def test_rollout_uses_the_cache_api_without_deprecation_warnings(tiny_policy):
+    """transformers 5.x deprecates ``past_key_values=``; rollout steps must use the current cache API."""
+    import warnings
+
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=6), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        episodes, stats = rollout(toy_envs(tok, memories=("full", "mem1")), policy, [0, 1, 2])
+    assert stats.reused_tokens > 0 and len(episodes) == 3  # cached prefixes went through the new API too
+    batch = stitch(episodes, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(stitched_forward(model, batch)["logprobs"], batch.rollout_logprobs, atol=1e-4)
+
+
+def _mixed_length_rollout(model, tok, continuous: bool, temperature: float = 0.0, seed: int = 0, max_batch_size: int = 0):
+    """Turns of uneven length (ending at a stop string, EOS or the token limit) on interchangeable slots.
+
+    Which slot plays which episode depends on the schedule, so the slots are identical envs (as
+    ``make_envs`` builds them): an episode's result then depends only on its seed.
+    """
+    envs = toy_envs(tok, memories=("mem1",) * 3, n_keys=3)
+    sampling = SamplingConfig(max_new_tokens=9, temperature=temperature, continuous_batching=continuous, max_batch_size=max_batch_size)
+    # Stop strings a random model hits at varied points, so turns have uneven lengths.
+    policy = LMPolicy(model, tok, sampling=sampling, stop_strings=["a", "e"], generator=torch.Generator().manual_seed(seed))
+    return rollout(envs, policy, [3, 4, 5, 6, 7, 8, 9])
+
+
+def _same_episodes(a, b, atol: float = 1e-5) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert [t.visible_ids for t in x.turns] == [t.visible_ids for t in y.turns]
+        assert [x.action_ids(t) for t in range(len(x.turns))] == [y.action_ids(t) for t in range(len(y.turns))]
+        assert torch.allclose(torch.tensor([v for t in x.turns for v in t.logprobs]), torch.tensor([v for t in y.turns for v in t.logprobs]), atol=atol)
+        assert x.reward == y.reward
+
+
+def test_continuous_batching_equals_static_batching_under_greedy_decoding(tiny_policy):
+    model, tok = tiny_policy
+    static, s_stats = _mixed_length_rollout(model, tok, continuous=False)
+    cont, c_stats = _mixed_length_rollout(model, tok, continuous=True)
+    lengths = {len(t.logprobs) for ep in static for t in ep.turns}
+    assert len(lengths) > 2  # the workload really mixes turn lengths
+    _same_episodes(static, cont)
+    assert c_stats.generated_tokens == s_stats.generated_tokens and c_stats.turns == s_stats.turns
+    # The point of it: rows do not wait for the slowest one, so fewer steps carry the same tokens.
+    assert c_stats.steps < s_stats.steps
+    assert c_stats.tokens_per_step > s_stats.tokens_per_step
+    # A bounded running batch changes the schedule, not the result.
+    bounded, b_stats = _mixed_length_rollout(model, tok, continuous=True, max_batch_size=2)
+    _same_episodes(static, bounded)
+    assert b_stats.steps > c_stats.steps
+
+
+def test_continuous_sampling_is_deterministic_under_a_seed(tiny_policy):
+    model, tok = tiny_policy
+    first, _ = _mixed_length_rollout(model, tok, continuous=True, temperature=1.0, seed=11)
+    again, _ = _mixed_length_rollout(model, tok, continuous=True, temperature=1.0, seed=11)
+    other, _ = _mixed_length_rollout(model, tok, continuous=True, temperature=1.0, seed=12)
+    _same_episodes(first, again, atol=0.0)
+    assert [ep.action_ids(0) for ep in first] != [ep.action_ids(0) for ep in other]
+    batch = stitch(first, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(stitched_forward(model, batch)["logprobs"], batch.rollout_logprobs, atol=1e-4)
+
+
+def test_engine_interface_and_request_rules(tiny_policy):
+    from mem1_agent.engine import RolloutEngine
+
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=4, temperature=0.0))
+    assert isinstance(policy, RolloutEngine)
+    ctxs = contexts(tok)
+    rid = policy.submit(ctxs[0], key="slot")
+    with pytest.raises(ValueError, match="already has a turn in flight"):
+        policy.submit(ctxs[1], key="slot")
+    with pytest.raises(ValueError, match="at least one token"):
+        policy.submit([])
+    with pytest.raises(RuntimeError, match="idle engine"):
+        policy.generate(ctxs)
+    got = {}
+    while policy.pending:
+        got.update(policy.step())
+    assert got[rid].ids == policy.generate(ctxs[:1])[0].ids
