@@ -43,12 +43,27 @@ stitched forward equal the rollout-time log-probs, for every supported
 attention implementation. Several episodes pack into one row with
 block-diagonal masks.
 
-Masks per implementation (transformers passes a user 4D mask through as is):
-``eager`` *adds* the mask to the scores and ``sdpa`` treats a float mask as
-additive too (a 0/1 float mask would be silently wrong for both), so both get
-an additive float mask, 0 where allowed and the dtype's most negative value
-elsewhere; ``flex_attention`` gets a ``BlockMask``. Flash-attention kernels
-take only padding information and are refused.
+Masks are never built for a whole iteration. The stitcher describes the
+visibility in O(S) numbers: every tree node gets its pre-order number ``tin`` and
+the largest pre-order number in its subtree ``tout`` (packed episodes and padding
+tokens get disjoint ranges), and token ``q`` may attend to token ``k`` exactly when
+``k <= q`` and ``k``'s node is ``q``'s node or one of its ancestors:
+``tin[k] <= tin[q] and tout[q] <= tout[k]``. From that (transformers passes a
+user 4D mask through as is):
+
+* ``eager`` *adds* the mask to the scores and ``sdpa`` treats a float mask as
+  additive too (a 0/1 float mask would be silently wrong for both), so both get
+  a dense additive float (B, 1, S, S) mask, 0 where allowed and the dtype's most
+  negative value elsewhere, built for the batch at hand — the trainers stitch one
+  micro-batch at a time;
+* ``flex_attention`` gets a block-sparse ``BlockMask`` built block row by block row
+  from ``tin``/``tout`` (never an S×S tensor): a (query block, key block) pair is
+  skipped when no token of one sees a token of the other, and computed without a
+  mask when all do.
+
+Flash-attention kernels take only padding information and are refused. The
+dense boolean :attr:`StitchedBatch.visibility` is computed on demand, by walking
+the tree, for tests and inspection only.
 """
 
 from __future__ import annotations
@@ -246,19 +261,29 @@ class _Block:
     rollout_logprobs: list[float]
     naive_tokens: int  # tokens a per-turn recomputation would process
 
-    def visibility(self) -> torch.Tensor:
-        """(L, L) bool: token i may attend to token j."""
-        n = len(self.ids)
-        vis = torch.zeros(n, n, dtype=torch.bool)
-        for node in self.nodes:
-            rows = slice(node.start, node.start + node.length)
-            vis[rows, rows] = torch.ones(node.length, node.length, dtype=torch.bool).tril()
-            p = node.parent
-            while p >= 0:
-                anc = self.nodes[p]
-                vis[rows, anc.start : anc.start + anc.length] = True
-                p = anc.parent
-        return vis
+    def tree_ranges(self) -> tuple[list[int], list[int]]:
+        """Per token, its node's pre-order number and the largest one in the node's subtree."""
+        children: list[list[int]] = [[] for _ in self.nodes]
+        roots = []
+        for i, node in enumerate(self.nodes):
+            (children[node.parent] if node.parent >= 0 else roots).append(i)
+        tin, tout = [0] * len(self.nodes), [0] * len(self.nodes)
+        counter = 0
+        stack = [(r, False) for r in reversed(roots)]
+        while stack:
+            i, closing = stack.pop()
+            if closing:
+                tout[i] = counter - 1
+                continue
+            tin[i] = counter
+            counter += 1
+            stack.append((i, True))
+            stack.extend((c, False) for c in reversed(children[i]))
+        tok_in, tok_out = [0] * len(self.ids), [0] * len(self.ids)
+        for i, node in enumerate(self.nodes):
+            tok_in[node.start : node.start + node.length] = [tin[i]] * node.length
+            tok_out[node.start : node.start + node.length] = [tout[i]] * node.length
+        return tok_in, tok_out
 
 
 def _build_block(ep: Episode) -> _Block:
@@ -316,8 +341,9 @@ class StitchedBatch:
 
     Attributes:
         input_ids, position_ids: model inputs.
-        visibility: (B, S, S) bool, ``True`` where query token i may attend key token j.
-        attention_mask: the same visibility in the form ``attn_implementation`` needs.
+        tree_in, tree_out: (B, S) the visibility in O(S) (see the module docstring): token ``q``
+            may attend to ``k <= q`` iff ``tree_in[k] <= tree_in[q]`` and ``tree_out[q] <= tree_out[k]``.
+        attention_mask: the visibility in the form ``attn_implementation`` needs.
         attn_implementation: the implementation the mask was built for.
         loss_mask: (B, S) bool, the generation-copy action tokens.
         token_index: (N, 2) (row, column) of each action token.
@@ -332,7 +358,8 @@ class StitchedBatch:
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    visibility: torch.Tensor
+    tree_in: torch.Tensor
+    tree_out: torch.Tensor
     attention_mask: Any
     attn_implementation: str
     loss_mask: torch.Tensor
@@ -344,18 +371,40 @@ class StitchedBatch:
     rewards: torch.Tensor
     placement: list[tuple[int, int, int]]
     naive_tokens: int
+    trees: list[list[tuple[int, int, int]]] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
         """Real (non-padding) tokens in the batch."""
         return sum(length for _, _, length in self.placement)
 
+    @property
+    def visibility(self) -> torch.Tensor:
+        """(B, S, S) bool, ``True`` where query token i may attend key token j (dense; for tests).
+
+        Computed by walking each episode's prefix tree (``trees``: per node its first column,
+        length and parent), independently of ``tree_in``/``tree_out`` and of the mask.
+        """
+        B, S = self.input_ids.shape
+        vis = torch.eye(S, dtype=torch.bool).repeat(B, 1, 1)
+        for (row, col, _), nodes in zip(self.placement, self.trees):
+            for start, length, parent in nodes:
+                rows = slice(col + start, col + start + length)
+                vis[row, rows, rows] = torch.ones(length, length, dtype=torch.bool).tril()
+                while parent >= 0:
+                    p_start, p_len, parent = nodes[parent]
+                    vis[row, rows, col + p_start : col + p_start + p_len] = True
+        return vis.to(self.input_ids.device)
+
     def to(self, device: torch.device | str) -> "StitchedBatch":
         """A copy on ``device`` (the mask is rebuilt there for flex attention)."""
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved = self._moved(device)
         if self.attn_implementation == "flex_attention":
-            moved["attention_mask"] = attention_mask_for(moved["visibility"], "flex_attention", torch.float32)
-        return StitchedBatch(**moved)
+            moved.attention_mask = block_mask(moved.tree_in, moved.tree_out)
+        return moved
+
+    def _moved(self, device: torch.device | str) -> "StitchedBatch":
+        return StitchedBatch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
     def at_logits(self, per_position: torch.Tensor) -> torch.Tensor:
         """Gather a (B, S, ...) tensor at the positions that predict each action token -> (N, ...)."""
@@ -373,12 +422,15 @@ class StitchedBatch:
 
 
 def attention_mask_for(visibility: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> Any:
-    """Express a (B, S, S) boolean visibility in the mask form an attention implementation needs.
+    """Express a dense (B, S, S) boolean visibility in the mask form an attention implementation needs.
 
     * ``eager`` and ``sdpa``: additive float (B, 1, S, S) in ``dtype``: 0 where
       allowed, ``finfo(dtype).min`` elsewhere. (``eager`` adds the mask to the
       scores; a boolean mask would be added as 0/1 and mask nothing.)
     * ``flex_attention``: a ``BlockMask`` whose ``mask_mod`` reads the visibility.
+
+    :func:`stitch` does not use it: it builds masks from the O(S) tree description
+    (:func:`tree_attention_mask`), without a dense boolean visibility.
     """
     check_attn_implementation(attn_implementation)
     if attn_implementation == "flex_attention":
@@ -391,9 +443,77 @@ def attention_mask_for(visibility: torch.Tensor, attn_implementation: str, dtype
 
         b, s, _ = vis.shape
         return create_block_mask(mask_mod, b, None, s, s, device=str(vis.device))
+    return _additive(visibility, dtype).unsqueeze(1)
+
+
+def _additive(visibility: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     mask = torch.zeros(visibility.shape, dtype=dtype, device=visibility.device)
-    mask.masked_fill_(~visibility, torch.finfo(dtype).min)
-    return mask.unsqueeze(1)
+    return mask.masked_fill_(~visibility, torch.finfo(dtype).min)
+
+
+def tree_visibility(tree_in: torch.Tensor, tree_out: torch.Tensor, queries: slice | None = None) -> torch.Tensor:
+    """Dense visibility of the query rows ``queries`` (all by default) from the tree ranges: (B, Q, S) bool."""
+    S = tree_in.shape[1]
+    queries = queries or slice(0, S)
+    q = torch.arange(S, device=tree_in.device)[queries]
+    k = torch.arange(S, device=tree_in.device)
+    vis = tree_in[:, None, :] <= tree_in[:, queries, None]
+    vis &= k[None, None, :] <= q[None, :, None]
+    vis &= tree_out[:, queries, None] <= tree_out[:, None, :]
+    return vis
+
+
+def tree_mask_mod(tree_in: torch.Tensor, tree_out: torch.Tensor) -> Any:
+    """The visibility as a flex-attention ``mask_mod`` reading the O(S) tree ranges."""
+
+    def mask_mod(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        return (kv <= q) & (tree_in[b, kv] <= tree_in[b, q]) & (tree_out[b, q] <= tree_out[b, kv])
+
+    return mask_mod
+
+
+def block_mask(tree_in: torch.Tensor, tree_out: torch.Tensor, block_size: int = 128) -> Any:
+    """A flex-attention ``BlockMask`` of the stitched visibility, built one query block at a time.
+
+    Memory stays O(B * block_size * S) while building (never S×S): for each query block
+    the key blocks with some visible pair are listed, those whose pairs are all visible
+    as full blocks (no ``mask_mod`` call inside them), the rest as partial ones.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    B, S = tree_in.shape
+    n = -(-S // block_size)
+    device = tree_in.device
+    partial_count = torch.zeros(B, 1, n, dtype=torch.int32, device=device)
+    partial_index = torch.zeros(B, 1, n, n, dtype=torch.int32, device=device)
+    full_count = torch.zeros_like(partial_count)
+    full_index = torch.zeros_like(partial_index)
+    order = torch.arange(n, device=device)
+    for qb in range(n):
+        rows = slice(qb * block_size, min(S, (qb + 1) * block_size))
+        vis = tree_visibility(tree_in, tree_out, rows)
+        vis = torch.nn.functional.pad(vis, (0, n * block_size - S)).view(B, vis.shape[1], n, block_size)
+        some = vis.any(dim=3).any(dim=1)  # (B, n key blocks)
+        # The padded key columns are False, so a ragged last key block is never "full"; nor is
+        # any block of a ragged last query block.
+        full = vis.all(dim=3).all(dim=1) if rows.stop - rows.start == block_size else torch.zeros_like(some)
+        partial = some & ~full
+        for mask, count, index in ((partial, partial_count, partial_index), (full, full_count, full_index)):
+            count[:, 0, qb] = mask.sum(dim=1).to(torch.int32)
+            # Listed blocks first, in increasing key order (a stable sort of "not listed").
+            index[:, 0, qb] = torch.sort((~mask).long() * n + order, dim=1).values.remainder(n).to(torch.int32)
+    return BlockMask.from_kv_blocks(
+        partial_count, partial_index, full_count, full_index, BLOCK_SIZE=block_size,
+        mask_mod=tree_mask_mod(tree_in, tree_out), seq_lengths=(S, S),
+    )
+
+
+def tree_attention_mask(tree_in: torch.Tensor, tree_out: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> Any:
+    """The stitched visibility in the form ``attn_implementation`` needs (see the module docstring)."""
+    check_attn_implementation(attn_implementation)
+    if attn_implementation == "flex_attention":
+        return block_mask(tree_in, tree_out)
+    return _additive(tree_visibility(tree_in, tree_out), dtype).unsqueeze(1)
 
 
 def _pack(lengths: list[int], capacity: int, pack: bool) -> list[list[int]]:
@@ -421,6 +541,7 @@ def stitch(
     pack: bool = True,
     attn_implementation: str = "sdpa",
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> StitchedBatch:
     """Stitch episodes into one batch (see the module docstring).
 
@@ -432,6 +553,7 @@ def stitch(
         pack: put several episodes in a row (first-fit decreasing) when they fit.
         attn_implementation: ``eager``, ``sdpa`` or ``flex_attention``.
         dtype: dtype of the additive float mask (the model's dtype).
+        device: where the batch and its mask are built (default CPU).
     """
     check_attn_implementation(attn_implementation)
     if not episodes:
@@ -447,7 +569,10 @@ def stitch(
     B = len(rows)
     input_ids = torch.full((B, width), int(pad_id), dtype=torch.long)
     position_ids = torch.zeros((B, width), dtype=torch.long)
-    visibility = torch.eye(width, dtype=torch.bool).repeat(B, 1, 1)
+    # Padding tokens get singleton ranges after every real node: they see only themselves.
+    tree_in = torch.arange(width, dtype=torch.long).repeat(B, 1) + B * width
+    tree_out = tree_in.clone()
+    offset = 0
     loss_mask = torch.zeros((B, width), dtype=torch.bool)
     placement: list[tuple[int, int, int]] = [(0, 0, 0)] * len(blocks)
     tok_idx: list[tuple[int, int]] = []
@@ -462,7 +587,10 @@ def stitch(
             n = len(blk.ids)
             input_ids[r, col : col + n] = torch.tensor(blk.ids, dtype=torch.long)
             position_ids[r, col : col + n] = torch.tensor(blk.positions, dtype=torch.long)
-            visibility[r, col : col + n, col : col + n] = blk.visibility()
+            t_in, t_out = blk.tree_ranges()
+            tree_in[r, col : col + n] = torch.tensor(t_in, dtype=torch.long) + offset
+            tree_out[r, col : col + n] = torch.tensor(t_out, dtype=torch.long) + offset
+            offset += len(blk.nodes)
             placement[e] = (r, col, n)
             for c, lc, (t, j), lp in zip(blk.loss_cols, blk.logit_cols, blk.action_index, blk.rollout_logprobs):
                 loss_mask[r, col + c] = True
@@ -478,11 +606,12 @@ def stitch(
     def take(xs: list, dtype_: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.tensor([xs[k] for k in order], dtype=dtype_).reshape(-1, *shape)
 
-    return StitchedBatch(
+    batch = StitchedBatch(
         input_ids=input_ids,
         position_ids=position_ids,
-        visibility=visibility,
-        attention_mask=attention_mask_for(visibility, attn_implementation, dtype),
+        tree_in=tree_in,
+        tree_out=tree_out,
+        attention_mask=None,
         attn_implementation=attn_implementation,
         loss_mask=loss_mask,
         token_index=take(tok_idx, torch.long, (2,)),
@@ -493,7 +622,13 @@ def stitch(
         rewards=torch.tensor([ep.reward for ep in episodes], dtype=torch.float32),
         placement=placement,
         naive_tokens=sum(b.naive_tokens for b in blocks),
+        trees=[[(node.start, node.length, node.parent) for node in b.nodes] for b in blocks],
     )
+    if device is not None:
+        batch = batch._moved(device)
+    # Built last, on the target device: for flex attention the BlockMask lives where the model runs.
+    batch.attention_mask = tree_attention_mask(batch.tree_in, batch.tree_out, attn_implementation, dtype)
+    return batch
 
 
 # -- forward passes -------------------------------------------------------------

@@ -180,3 +180,64 @@ def test_builder_from_tokenized_env_infos():
         assert ep.reward == 3.0 and ep.metrics["em"] == 3.0
         for t in range(len(ep.turns)):
             assert ep.context_ids(t) == contexts[t]
+
+
+def _block_reference(vis: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, nq, nk) bool: blocks holding some visible pair, and complete blocks whose pairs all are."""
+    B, S, _ = vis.shape
+    n = -(-S // block)
+    padded = torch.zeros(B, n * block, n * block, dtype=torch.bool)
+    padded[:, :S, :S] = vis
+    tiles = padded.view(B, n, block, n, block)
+    some = tiles.any(dim=4).any(dim=2)
+    full = tiles.all(dim=4).all(dim=2)
+    return some, full
+
+
+def _listed(count: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, nq, nk) bool from a BlockMask's per-query-block counts and key-block indices (head 0)."""
+    B, _, nq = count.shape
+    out = torch.zeros(B, nq, n, dtype=torch.bool)
+    for b in range(B):
+        for q in range(nq):
+            out[b, q, index[b, 0, q, : count[b, 0, q]].long()] = True
+    return out
+
+
+@pytest.mark.parametrize("spec", ["full", "mem1", "window:2"])
+@pytest.mark.parametrize("block", [8, 128])
+def test_flex_block_mask_equals_the_stitched_visibility(spec, block):
+    """The flex-attention BlockMask, evaluated densely on CPU, is exactly the stitcher's visibility;
+    its block lists skip exactly the blocks with no visible pair and mark exactly the all-visible ones full."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from mem1_agent.trajectory import block_mask
+
+    eps = [random_episode(spec, s, turns=8) for s in range(5)]
+    longest = max(n for _, _, n in stitch(eps, pad_id=0, pack=False).placement)
+    batch = stitch(eps, pad_id=0, pack=True, max_len=longest + 7, attn_implementation="flex_attention")
+    vis = batch.visibility  # walked from the prefix trees, independently of the mask
+    B, S = batch.input_ids.shape
+    assert B >= 2 and (batch.input_ids == 0).any()  # packed rows with padding
+    mask = batch.attention_mask if block == 128 else block_mask(batch.tree_in, batch.tree_out, block_size=block)
+    assert torch.equal(create_mask(mask.mask_mod, B, 1, S, S, device="cpu")[:, 0], vis)
+    some, full = _block_reference(vis, block)
+    n = some.shape[-1]
+    listed_full = _listed(mask.full_kv_num_blocks, mask.full_kv_indices, n)
+    listed_partial = _listed(mask.kv_num_blocks, mask.kv_indices, n)
+    assert torch.equal(listed_full | listed_partial, some)
+    assert not (listed_full & listed_partial).any()
+    assert torch.equal(listed_full, full & (torch.arange(n) < S // block)[None, :, None] & (torch.arange(n) < S // block)[None, None, :])
+    assert torch.equal(mask.to_dense()[:, 0].bool(), some)
+    if block == 8:
+        assert (~some).any() and full.any()  # the test exercises skipped, partial and full blocks
+
+
+def test_dense_masks_come_from_the_tree_ranges():
+    from mem1_agent.trajectory import tree_visibility
+
+    eps = [random_episode(s, i, turns=6) for i, s in enumerate(POLICIES)]
+    batch = stitch(eps, pad_id=0, pack=True, attn_implementation="eager")
+    vis = batch.visibility
+    assert torch.equal(tree_visibility(batch.tree_in, batch.tree_out), vis)
+    assert torch.equal(batch.attention_mask[:, 0] == 0, vis)
