@@ -110,10 +110,10 @@ def grpo_iteration(
     model.eval()
     if cfg.kl_coef > 0 and ref_model is not None:
         with torch.no_grad():
-            ref_logp = action_outputs(ref_model, episodes, pad_id).logp.float().cpu()
+            ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size).logp.float().cpu()
 
     def loss_fn(part: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = action_outputs(model, [episodes[i] for i in part], pad_id, need_entropy=True)
+        out = action_outputs(model, [episodes[i] for i in part], pad_id, need_entropy=True, entropy_grad=False)
         idx = torch.tensor(part)
         cols = out.logp.shape[1]
 

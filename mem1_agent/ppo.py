@@ -5,8 +5,9 @@ One iteration (:func:`ppo_iteration`):
 1. **Rollout** a batch of episodes with the current policy (``mem1_agent.rollout``);
    the log-probs ``logp_old`` of every action token are recorded at generation time.
 2. **Stitch** each episode into one sequence with a 2D visibility mask
-   (``mem1_agent.trajectory.stitch``) and run one no-grad forward of the policy
-   (values ``V``) and of the frozen reference (``logp_ref``).
+   (``mem1_agent.trajectory.stitch``) and run no-grad forwards of the policy
+   (values ``V``) and of the frozen reference (``logp_ref``), one micro-batch of episodes
+   at a time (a mask never spans the whole rollout).
 3. **Rewards** per action token: ``-beta * KL_t`` (KL estimator ``k1 = logp_old - logp_ref``
    or ``k3 = exp(logp_ref - logp_old) - 1 - (logp_ref - logp_old)``) when the KL is in the reward,
    plus each turn's environment reward on the turn's last token (the outcome reward — EM sum — comes
@@ -215,19 +216,31 @@ class ActionOutputs:
     entropy: torch.Tensor | None = None
 
 
-def action_outputs(model: Any, episodes: Sequence[Episode], pad_id: int, need_entropy: bool = False) -> ActionOutputs:
-    """One stitched forward of ``model`` over ``episodes``: per-action-token log-probs, values, entropy.
+def action_outputs(
+    model: Any, episodes: Sequence[Episode], pad_id: int, need_entropy: bool = False,
+    micro_batch_size: int = 0, entropy_grad: bool = True,
+) -> ActionOutputs:
+    """Stitched forwards of ``model`` over ``episodes``: per-action-token log-probs, values, entropy.
 
     ``model`` is a ``PolicyWithValue`` (possibly wrapped by accelerate/DDP, see
     :func:`expose_config`); the stitched masks make each token see exactly what it saw
     at rollout time, so at the rollout weights these log-probs equal the recorded ones.
+    With ``micro_batch_size`` the episodes go through in groups of that many, each
+    stitched (and masked) on its own, so no mask ever spans the whole rollout.
+    ``entropy_grad=False`` computes the entropy outside the autograd graph (for logging).
     """
+    episodes = list(episodes)
+    if 0 < micro_batch_size < len(episodes):
+        parts = [
+            action_outputs(model, episodes[i : i + micro_batch_size], pad_id, need_entropy, 0, entropy_grad)
+            for i in range(0, len(episodes), micro_batch_size)
+        ]
+        return _concat(parts)
     inner = getattr(model, "module", model)
     attn = getattr(inner.config, "_attn_implementation", None) or "eager"
-    dtype = next(inner.parameters()).dtype
-    batch = stitch(list(episodes), pad_id=pad_id, attn_implementation=attn, dtype=dtype)
-    batch = batch.to(next(inner.parameters()).device)
-    out = stitched_forward(model, batch, with_entropy=need_entropy)
+    param = next(inner.parameters())
+    batch = stitch(episodes, pad_id=pad_id, attn_implementation=attn, dtype=param.dtype, device=param.device)
+    out = stitched_forward(model, batch, with_entropy=need_entropy, entropy_grad=entropy_grad)
     pack = _packer(batch.action_index[:, 0], len(episodes))
     logp = out["logprobs"]
     return ActionOutputs(
@@ -235,6 +248,21 @@ def action_outputs(model: Any, episodes: Sequence[Episode], pad_id: int, need_en
         mask=pack(torch.ones_like(logp)),
         values=pack(out["values"]) if out["values"] is not None else None,
         entropy=pack(out["entropy"]) if out["entropy"] is not None else None,
+    )
+
+
+def _concat(parts: list[ActionOutputs]) -> ActionOutputs:
+    """Stack micro-batches' (b, T_i) outputs into one (B, max T) batch, right-padded with zeros."""
+    width = max(p.logp.shape[1] for p in parts)
+
+    def cat(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if any(x is None for x in xs):
+            return None
+        return torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1])) for x in xs], dim=0)  # type: ignore[union-attr]
+
+    return ActionOutputs(
+        logp=cat([p.logp for p in parts]), mask=cat([p.mask for p in parts]),  # type: ignore[arg-type]
+        values=cat([p.values for p in parts]), entropy=cat([p.entropy for p in parts]),
     )
 
 
@@ -294,7 +322,7 @@ class PPOBatch:
 def prepare_batch(model: Any, ref_model: Any | None, episodes: Sequence[Episode], cfg: PPOConfig, pad_id: int) -> PPOBatch:
     """Values, reference log-probs, KL-shaped rewards, GAE advantages and returns for a rollout."""
     episodes = list(episodes)
-    current = action_outputs(model, episodes, pad_id)
+    current = action_outputs(model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size)
     mask = current.mask.cpu()
     width = mask.shape[1]
     old_logp, lengths = recorded_logprobs(episodes, width)
@@ -303,7 +331,7 @@ def prepare_batch(model: Any, ref_model: Any | None, episodes: Sequence[Episode]
     ref_logp = None
     kl = torch.zeros_like(old_logp)
     if cfg.kl_coef > 0 and ref_model is not None:
-        ref_logp = action_outputs(ref_model, episodes, pad_id).logp.float().cpu()
+        ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size).logp.float().cpu()
         kl = KL_ESTIMATORS[cfg.kl_estimator](old_logp, ref_logp) * mask
         if cfg.kl_in_reward:
             rewards = rewards - cfg.kl_coef * kl
@@ -322,7 +350,8 @@ def prepare_batch(model: Any, ref_model: Any | None, episodes: Sequence[Episode]
 def ppo_loss(model: Any, batch: PPOBatch, index: Sequence[int], cfg: PPOConfig, pad_id: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO loss on the episodes ``index`` of ``batch`` (a micro-batch)."""
     idx = torch.tensor(list(index))
-    out = action_outputs(model, [batch.episodes[i] for i in index], pad_id, need_entropy=True)
+    # Without an entropy bonus the entropy is only logged: no autograd graph over (tokens, vocab) for it.
+    out = action_outputs(model, [batch.episodes[i] for i in index], pad_id, need_entropy=True, entropy_grad=cfg.ent_coef != 0)
     device = out.logp.device
     width = out.logp.shape[1]
 

@@ -639,7 +639,9 @@ def _model_attn(policy: Any) -> str:
     return getattr(inner.config, "_attn_implementation", None) or "eager"
 
 
-def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True) -> dict[str, torch.Tensor | None]:
+def stitched_forward(
+    policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True, entropy_grad: bool = True,
+) -> dict[str, torch.Tensor | None]:
     """One forward over a stitched batch; per-action-token outputs.
 
     Args:
@@ -647,6 +649,7 @@ def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = Fal
         batch: from :func:`stitch`, with the mask built for the policy's attention implementation.
         with_entropy: also return the entropy of each token's distribution.
         with_values: compute the values (when the policy has a value head).
+        entropy_grad: keep the entropy in the autograd graph (False: computed detached, for logging).
 
     Returns:
         ``logprobs`` (N,), ``values`` (N,) (the value of the state each token was
@@ -667,7 +670,10 @@ def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = Fal
     logp_all = torch.log_softmax(out["logits"].float(), dim=-1)
     logprobs = logp_all.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
     values = out["values"][rows, cols] if out["values"] is not None else None
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
     return {"logprobs": logprobs, "values": values, "entropy": entropy}
 
 
