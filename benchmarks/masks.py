@@ -33,24 +33,25 @@ from mem1_gym.memory import Segment, make_memory_policy
 MIB = 2**20
 
 
-def n16_episode(seed: int, turns: int = 17) -> object:
-    """A synthetic episode with N=16-like segment lengths under the real ``mem1`` visibility."""
+def n16_episode(seed: int, turns: int = 17, scale: float = 1.0, vocab: int = 30000) -> object:
+    """A synthetic episode with N=16-like segment lengths (times ``scale``) under the real ``mem1`` visibility."""
     rng = random.Random(seed)
     memory = make_memory_policy("mem1")
     builder = EpisodeBuilder()
     segments: list[Segment] = []
 
     def add(kind: str, turn: int, n: int) -> int:
+        n = max(1, round(n * scale))
         sid = len(segments)
-        builder.add_segment(sid, kind, turn, [rng.randrange(3, 30000) for _ in range(n)])
+        builder.add_segment(sid, kind, turn, [rng.randrange(3, vocab) for _ in range(n)])
         segments.append(Segment(sid, kind, turn, "", n))  # type: ignore[arg-type]
         return sid
 
     add("prompt", -1, 300)
     for t in range(turns):
         visible = memory.visible(segments)
-        n = rng.randint(60, 120)
-        builder.add_turn(add("action", t, n), visible, [0.0] * n)
+        action = add("action", t, rng.randint(60, 120))
+        builder.add_turn(action, visible, [0.0] * len(builder.segments[action].ids))
         add("observation", t, rng.randint(330, 480))
     return builder.build()
 
