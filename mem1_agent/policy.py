@@ -279,10 +279,10 @@ class LMPolicy:
         assert self._logits is not None
         tokens, lps = self._sample(self._logits)
         finished: list[int] = []
-        for i, row in enumerate(self._rows):
-            t = int(tokens[i])
+        # One device-to-host copy per step, not one per row.
+        for i, (row, t, lp) in enumerate(zip(self._rows, tokens.tolist(), lps.tolist())):
             row.ids.append(t)
-            row.logprobs.append(float(lps[i]))
+            row.logprobs.append(lp)
             if t in self.eos_ids or self._hit_stop(row.ids) or len(row.ids) >= cfg.max_new_tokens:
                 finished.append(i)
         out = [(self._rows[i].req.rid, self._finish(i)) for i in finished]
