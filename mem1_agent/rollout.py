@@ -14,8 +14,10 @@ is then stepped with the exact generated ids. Two schedules:
   until its slowest row finishes (the reference the continuous schedule replaces;
   ``SamplingConfig.continuous_batching=False``).
 
-With greedy decoding both give the same episodes (tested); episodes come back
-in the order of the seeds either way.
+Which slot plays which episode depends on the schedule; with interchangeable
+slots (identical envs, as ``make_envs`` builds them) and greedy decoding both
+schedules give the same episodes (tested). Episodes come back in the order of
+the seeds either way.
 
 Each finished episode becomes a :class:`mem1_agent.trajectory.Episode`: the
 token ids of every segment once, and per turn which segments were visible
