@@ -18,9 +18,9 @@ so that a backend can batch continuously:
 A :class:`Generation` holds the generated ids verbatim and, per id, the
 log-probability under the raw model distribution at generation time — what
 the stitched-trajectory trainer recomputes and compares with. An engine whose
-numerics differ from the trainer's (another kernel, another precision) is still
-usable: the trainer can recompute old log-probs itself, but the ids must be the
-exact sampled ids, never a re-tokenisation of the text.
+numerics differ from the trainer's (another kernel, another precision) is usable
+by a trainer that recomputes the old log-probs in its own precision; the ids,
+though, must always be the exact sampled ids, never a re-tokenisation of the text.
 
 :class:`mem1_agent.policy.LMPolicy` is the Hugging Face implementation.
 """
