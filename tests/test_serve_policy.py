@@ -92,7 +92,7 @@ def test_bad_requests_get_4xx(server, body, status, param):
 
 def test_unknown_route_is_404(server):
     code, out = _post(server.url, {"prompt": "x"}, path="/v1/chat/completions")
-    assert code == 404 and "no route" in out["error"]["message"]
+    assert code == 404 and "no such endpoint" in out["error"]["message"]
 
 
 def test_openai_policy_evaluates_an_episode_through_the_server(server, tmp_path):
