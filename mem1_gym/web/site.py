@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mem1_http import ASGIService, HTTPError, error_handlers
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers
 
 from ..data.schema import Passage
 from ..retrieval import Retriever
@@ -108,11 +108,15 @@ class LocalWebServer(ASGIService):
         retriever: answers ``/search``; called under a lock, so it need not be thread-safe.
         host: interface to bind (loopback).
         port: TCP port; 0 picks a free one.
+        limits: connection-level limits (timeouts, connection cap).
     """
 
     thread_name = "local-web"
 
-    def __init__(self, corpus: Sequence[Passage], retriever: Retriever, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, corpus: Sequence[Passage], retriever: Retriever, host: str = "127.0.0.1", port: int = 0,
+        limits: HTTPLimits | None = None,
+    ):
         self.pages = {p.id: p for p in corpus}
         self.retriever = retriever
         self._search_lock = threading.Lock()
@@ -126,7 +130,7 @@ class LocalWebServer(ASGIService):
             ],
             exception_handlers=error_handlers(_error_response),
         )
-        super().__init__(app, host, port)
+        super().__init__(app, host, port, limits=limits)
         self.start()
 
     async def _home(self, request: Request) -> Response:
