@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_json
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_json, thread_signal
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 8 * 2**20
@@ -385,14 +385,8 @@ class PolicyServer(ASGIService):
         return JSONResponse(completion_response(self.model_name, await self._generate(encoded, args)))
 
     async def _generate(self, encoded: list[list[int]], args: dict[str, Any]) -> list[Completion]:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        work = self.scheduler.submit(encoded, args, on_done=lambda: loop.call_soon_threadsafe(wake))
+        done, notify = thread_signal()
+        work = self.scheduler.submit(encoded, args, on_done=notify)
         try:
             await asyncio.wait_for(done, self.limits.request_timeout)
         except asyncio.TimeoutError:

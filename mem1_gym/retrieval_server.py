@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, parse_json, read_body
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, parse_json, read_body, thread_signal
 
 from .retrieval import Hit, Retriever
 
@@ -282,14 +282,8 @@ class RetrievalServer(ASGIService):
 
     async def _search(self, queries: list[str], topk: int) -> list[list[Hit]]:
         """One chunk's hits, from the batcher thread, without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        job = self.batcher.submit(queries, topk, on_done=lambda: loop.call_soon_threadsafe(wake))
+        done, notify = thread_signal()
+        job = self.batcher.submit(queries, topk, on_done=notify)
         try:
             await asyncio.wait_for(done, self.request_timeout)
         except asyncio.TimeoutError:
