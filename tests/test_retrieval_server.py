@@ -175,13 +175,28 @@ def test_large_requests_are_answered_in_bounded_chunks_with_the_same_result(retr
         assert HttpRetriever(srv.url, batch_size=50).search(queries, 2)[7][0].id == expected[7][0]
 
 
-def test_max_queries_flag_is_a_documented_limit(tmp_path, capsys):
-    from mem1_gym.retrieval_server import cli
+def test_client_needs_no_health_endpoint():
+    # A server with Search-R1's one endpoint only (as theirs): the client retrieves without /health.
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
-    with pytest.raises(SystemExit):
-        cli(["--help"])
-    help_text = capsys.readouterr().out
-    assert "--max-queries" in help_text and "4096" in help_text and "--topk" in help_text
+    from mem1_http import ASGIService
+
+    seen: list[dict] = []
+
+    async def retrieve(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append(body)
+        docs = [[{"document": {"id": f"{q}-{i}", "contents": f'"{q}"\ntext {i}'}, "score": 1.0 / (i + 1)} for i in range(body["topk"])]
+                for q in body["queries"]]
+        return JSONResponse({"result": docs})
+
+    with ASGIService(Starlette(routes=[Route("/retrieve", retrieve, methods=["POST"])])) as srv:
+        hits = HttpRetriever(srv.url).search(["alpha", "beta"], 2)
+    assert [[h.id for h in row] for row in hits] == [["alpha-0", "alpha-1"], ["beta-0", "beta-1"]]
+    assert seen == [{"queries": ["alpha", "beta"], "topk": 2, "return_scores": True}]
 
 
 def test_wrong_endpoints_and_methods(server):
@@ -307,7 +322,10 @@ def test_bounded_load_from_concurrent_clients_sees_no_error(retriever, batch):
 
 def test_serve_retriever_command_serves_until_stopped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = ["serve-retriever", "--dataset", "fictional", "--dataset-size", "300", "--index", str(tmp_path / "idx"), "--port", "0"]
+    command = [
+        "serve-retriever", "--dataset", "fictional", "--dataset-size", "300", "--index", str(tmp_path / "idx"), "--port", "0",
+        "--topk", "2", "--max-queries", "3",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mem1_agent.cli", *command],
         stdout=subprocess.PIPE,
@@ -324,6 +342,15 @@ def test_serve_retriever_command_serves_until_stopped(tmp_path):
         assert client.health()["status"] == "ok"
         hits = client.search(["born", "founded"], 2)
         assert len(hits) == 2 and all(len(row) == 2 for row in hits)
+        base = url.rsplit("/retrieve", 1)[0]
+        host, port = base.split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/retrieve", body=json.dumps({"queries": ["born"], "topk": None}), headers={"Content-Type": "application/json"})
+        assert [len(row) for row in json.loads(conn.getresponse().read())["result"]] == [2]  # --topk
+        conn.request("POST", "/retrieve", body=json.dumps({"queries": ["a", "b", "c", "d"]}), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 413 and "the limit is 3" in json.loads(response.read())["error"]  # --max-queries
+        conn.close()
         assert (tmp_path / "idx" / "mem1_index.json").exists()  # the index was saved where --index said
     finally:
         proc.terminate()
