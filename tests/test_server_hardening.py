@@ -4,6 +4,7 @@ against every server that the case applies to."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import select
 import socket
@@ -218,13 +219,14 @@ def test_connections_over_the_cap_are_refused_and_then_served_again():
 
 def test_close_stops_promptly_with_a_connection_open_and_releases_the_port():
     srv = make_server("local-web", HTTPLimits())
-    keep = socket.create_connection((srv.host, srv.port), timeout=5)
-    keep.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert keep.recv(4096).startswith(b"HTTP/1.1 200")
+    keep = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    keep.request("GET", "/health")
+    response = keep.getresponse()
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
     start = time.monotonic()
     srv.close()
     assert time.monotonic() - start < 5
-    assert keep.recv(4096) == b""  # the idle keep-alive connection was closed, not left dangling
+    assert keep.sock.recv(4096) == b""  # the idle keep-alive connection was closed, not left dangling
     keep.close()
     with pytest.raises(OSError):
         socket.create_connection((srv.host, srv.port), timeout=2).close()
