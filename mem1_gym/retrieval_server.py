@@ -11,33 +11,44 @@ Without ``return_scores`` each hit is the bare document, as in Search-R1. The
 same API is served by Search-R1/FlashRAG dense retrieval servers, so those plug
 into the ``http`` backend (:mod:`mem1_gym.retrieval_http`) unchanged.
 
-Concurrency: request threads never touch the retriever. They queue their queries
-for one retriever thread, so backends need not be thread-safe and env workers
-share one index. With ``max_batch_queries > 1`` that thread also merges the
+Serving runs on uvicorn (see :mod:`mem1_http`): request handlers never touch the
+retriever. They queue their queries for one retriever thread, so backends need not be
+thread-safe and env workers share one index. A request's queries are queued in
+chunks (``ServerLimits.chunk_hits``), so one huge request neither holds all its
+results in memory at once nor keeps other requests waiting until it is done. With ``max_batch_queries > 1`` that thread also merges the
 requests waiting in the queue into one ``search`` call per distinct ``topk``
 (cross-request batching). That pays for backends that batch (dense encoders);
 bm25s scores query by query, and ``benchmarks/retrieval_server.py`` showed no
 consistent difference for it, so batching is off by default (``--batch-queries N``
 turns it on) and every request is answered on its own.
 
-Bad requests (malformed JSON, missing or mistyped fields, ``topk`` or batch over
-the limits, oversized bodies) are answered with a 4xx status and
-``{"error": message}``.
+Like Search-R1's server, ``topk`` left out, null or 0 means the server's default
+(``--topk``, 3). Search-R1's training sends every rollout's query of a turn in one
+request (2,560 for a GRPO batch of 512 x 5): up to ``--max-queries`` (4,096) are
+accepted. ``/health`` is ours; the ``http`` client never needs it.
+
+Bad requests (malformed or too deeply nested JSON, missing or mistyped fields, ``topk``
+or batch over the limits, oversized or too slow bodies, unknown paths and methods) are
+answered with a 4xx status and ``{"error": message}``; a failing retriever with 500.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import queue
 import sys
 import threading
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, AsyncIterator, Callable, Sequence
 
-from webshop_env.http_service import HTTPService, OwnedHTTPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, parse_json, read_body, thread_signal
 
 from .retrieval import Hit, Retriever
 
@@ -48,27 +59,23 @@ class ServerLimits:
 
     Attributes:
         max_topk: largest ``topk`` accepted.
-        max_queries: most queries in one request.
+        max_queries: most queries in one request (Search-R1's training sends up to 2,560:
+            GRPO batch 512 x 5 rollouts, one request per turn).
         max_query_chars: longest single query.
-        max_body_bytes: largest request body.
+        max_body_bytes: largest request body (4,096 queries of 4,096 characters fit).
         max_batch_queries: most queries merged from waiting requests into one retriever call
-            (1: one request per call; a single request's queries always go together).
+            (1: one request per call).
+        chunk_hits: a request's queries go to the retriever and back to the client in chunks
+            of ``chunk_hits // topk`` queries, so memory per request stays bounded (Search-R1's
+            2,560 queries at topk 3 are one chunk); other requests are served between chunks.
     """
 
     max_topk: int = 100
-    max_queries: int = 1024
+    max_queries: int = 4096
     max_query_chars: int = 4096
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = 16 << 20
     max_batch_queries: int = 1
-
-
-class BadRequest(Exception):
-    """A request the server refuses; carries the HTTP status and a message for the client."""
-
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    chunk_hits: int = 8192
 
 
 @dataclass(frozen=True)
@@ -80,35 +87,37 @@ class RetrieveRequest:
     return_scores: bool
 
 
-def parse_retrieve_request(body: bytes, limits: ServerLimits, default_topk: int = 3) -> RetrieveRequest:
-    """Validate a ``/retrieve`` body; raise :class:`BadRequest` naming the problem."""
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"malformed JSON body: {exc}") from None
+def parse_retrieve_request(body: bytes, limits: ServerLimits, default_topk: int = 3, max_depth: int = 32) -> RetrieveRequest:
+    """Validate a ``/retrieve`` body; raise :class:`~mem1_http.HTTPError` naming the problem.
+
+    ``topk`` left out, null or 0 means ``default_topk``, as in Search-R1's server.
+    """
+    payload = parse_json(body, max_depth)
     if not isinstance(payload, dict):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body must be a JSON object, got {type(payload).__name__}")
+        raise HTTPError(400, f"the body must be a JSON object, got {type(payload).__name__}")
     if "queries" not in payload:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "missing field 'queries' (a list of strings)")
+        raise HTTPError(400, "missing field 'queries' (a list of strings)")
     queries = payload["queries"]
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "field 'queries' must be a list of strings")
+        raise HTTPError(400, "field 'queries' must be a list of strings")
     if len(queries) > limits.max_queries:
-        raise BadRequest(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{len(queries)} queries in one request; the limit is {limits.max_queries}"
+        raise HTTPError(
+            413, f"{len(queries)} queries in one request; the limit is {limits.max_queries}"
         )
     longest = max((len(q) for q in queries), default=0)
     if longest > limits.max_query_chars:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"a query is {longest} characters long; the limit is {limits.max_query_chars}")
-    topk = payload.get("topk", default_topk)
+        raise HTTPError(400, f"a query is {longest} characters long; the limit is {limits.max_query_chars}")
+    topk = payload.get("topk")
+    if topk is None or (topk == 0 and not isinstance(topk, bool)):
+        topk = default_topk
     # bool is an int subclass: refuse it explicitly so {"topk": true} is an error.
     if not isinstance(topk, int) or isinstance(topk, bool):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"field 'topk' must be an integer, got {json.dumps(topk)}")
+        raise HTTPError(400, f"field 'topk' must be an integer, got {json.dumps(topk)}")
     if not 1 <= topk <= limits.max_topk:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"field 'topk' must be between 1 and {limits.max_topk}, got {topk}")
+        raise HTTPError(400, f"field 'topk' must be between 1 and {limits.max_topk}, got {topk}")
     return_scores = payload.get("return_scores", False)
     if not isinstance(return_scores, bool):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"field 'return_scores' must be true or false, got {json.dumps(return_scores)}")
+        raise HTTPError(400, f"field 'return_scores' must be true or false, got {json.dumps(return_scores)}")
     return RetrieveRequest(queries, topk, return_scores)
 
 
@@ -128,7 +137,7 @@ def hits_to_json(hits: Sequence[Sequence[Hit]], return_scores: bool) -> list[lis
 class _Job:
     queries: list[str]
     topk: int
-    done: threading.Event = field(default_factory=threading.Event)
+    on_done: Callable[[], None]
     hits: list[list[Hit]] | None = None
     error: str | None = None
 
@@ -145,8 +154,9 @@ class _Batcher:
         self.thread = threading.Thread(target=self._run, name="retrieval-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, queries: list[str], topk: int) -> _Job:
-        job = _Job(queries, topk)
+    def submit(self, queries: list[str], topk: int, on_done: Callable[[], None]) -> _Job:
+        """Queue a search; ``on_done`` is called from the batcher thread once ``hits`` or ``error`` is set."""
+        job = _Job(queries, topk, on_done)
         self.jobs.put(job)
         return job
 
@@ -192,7 +202,7 @@ class _Batcher:
             except Exception as exc:  # reported to every client of the batch as a 500
                 for job in jobs:
                     job.error = f"{type(exc).__name__}: {exc}"
-                    job.done.set()
+                    job.on_done()
                 continue
             self.batches += 1
             self.queries += len(queries)
@@ -200,113 +210,26 @@ class _Batcher:
             for job in jobs:
                 job.hits = hits[start : start + len(job.queries)]
                 start += len(job.queries)
-                job.done.set()
+                job.on_done()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: OwnedHTTPServer
-    # Headers and body go out in two writes; with Nagle's algorithm the second
-    # waits for the client's delayed ACK (~40 ms per keep-alive request).
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"  # keep-alive: env workers reuse their connection
-    timeout = 60  # idle keep-alive connections are closed after this many seconds
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        if self.server.owner.verbose:
-            super().log_message(format, *args)
-
-    def _send_json(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: HTTPStatus, message: str) -> None:
-        self._send_json(status, {"error": message})
-
-    def _discard(self, length: int) -> None:
-        # Reading a moderately oversized body lets the client see the 413
-        # instead of a reset connection; far larger ones are cut off.
-        if length <= 8 * self.server.owner.limits.max_body_bytes:
-            remaining = length
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 16))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        path = self.path.split("?", 1)[0]
-        if path == "/health":
-            self._send_json(HTTPStatus.OK, self.server.owner.health())
-        elif path == "/retrieve":
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST /retrieve with a JSON body")
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}; try POST /retrieve or GET /health")
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        owner = self.server.owner
-        path = self.path.split("?", 1)[0]
-        length_header = self.headers.get("Content-Length")
-        if path != "/retrieve":
-            # Unread bodies would corrupt the keep-alive stream: drop the connection.
-            self.close_connection = True
-            self._error(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}; try POST /retrieve")
-            return
-        if length_header is None:
-            self.close_connection = True
-            self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
-            return
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._error(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length_header!r}")
-            return
-        if length > owner.limits.max_body_bytes:
-            self.close_connection = True
-            self._discard(length)
-            self._error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"the body is {length} bytes; the limit is {owner.limits.max_body_bytes}",
-            )
-            return
-        body = self.rfile.read(length)
-        try:
-            request = parse_retrieve_request(body, owner.limits, owner.default_topk)
-        except BadRequest as exc:
-            self._error(exc.status, exc.message)
-            return
-        job = owner.batcher.submit(request.queries, request.topk)
-        if not job.done.wait(owner.request_timeout):
-            self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"retrieval took longer than {owner.request_timeout} s")
-            return
-        if job.error is not None:
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"retrieval failed: {job.error}")
-            return
-        assert job.hits is not None
-        self._send_json(HTTPStatus.OK, {"result": hits_to_json(job.hits, request.return_scores)})
-
-
-class RetrievalServer(HTTPService):
-    """Serves a :class:`~mem1_gym.retrieval.Retriever` over HTTP (Search-R1 API).
+class RetrievalServer(ASGIService):
+    """Serves a :class:`~mem1_gym.retrieval.Retriever` over HTTP (Search-R1 API) on uvicorn.
 
     Args:
         retriever: any backend; only the batcher thread calls it.
         host: interface to bind (loopback by default).
         port: TCP port; 0 picks a free one (see :attr:`port` after construction).
         limits: request limits.
-        default_topk: ``topk`` when a request leaves it out (Search-R1 uses 3).
-        request_timeout: seconds a request waits for its batch before a 503.
+        default_topk: ``topk`` when a request leaves it out, or sends null or 0 (Search-R1: 3).
+        request_timeout: seconds one chunk of a request waits for the retriever before a 503.
         name: backend name reported by ``/health``.
         verbose: log every request to stderr.
+        http_limits: connection-level limits (timeouts, connection cap, JSON depth);
+            ``limits.max_body_bytes`` replaces its body limit.
 
     Use as a context manager, or call :meth:`start` / :meth:`close` (see
-    :class:`~webshop_env.http_service.HTTPService`).
+    :class:`~mem1_http.service.ASGIService`).
     """
 
     thread_name = "retrieval-server"
@@ -321,17 +244,23 @@ class RetrievalServer(HTTPService):
         request_timeout: float = 60.0,
         name: str = "",
         verbose: bool = False,
+        http_limits: HTTPLimits | None = None,
     ):
         self.retriever = retriever
         self.limits = limits or ServerLimits()
+        if not 1 <= default_topk <= self.limits.max_topk:
+            raise ValueError(f"default_topk must be between 1 and max_topk ({self.limits.max_topk}), got {default_topk}")
         self.default_topk = default_topk
         self.request_timeout = request_timeout
         self.name = name or type(retriever).__name__
-        self.verbose = verbose
+        http_limits = replace(http_limits or HTTPLimits(), max_body_bytes=self.limits.max_body_bytes)
+        app = Starlette(
+            routes=[Route("/retrieve", self._retrieve, methods=["POST"]), Route("/health", self._health, methods=["GET", "HEAD"])],
+            exception_handlers=error_handlers(_error_response),
+        )
         self.batcher = _Batcher(retriever, self.limits.max_batch_queries)
         try:
-            # The stdlib backlog (5) resets connections under a burst of concurrent clients.
-            super().__init__(_Handler, host, port, backlog=256)
+            super().__init__(app, host, port, limits=http_limits, verbose=verbose)
         except OSError:
             self.batcher.stop()
             raise
@@ -344,12 +273,58 @@ class RetrievalServer(HTTPService):
             "batches": self.batcher.batches,
             "queries": self.batcher.queries,
             "max_topk": self.limits.max_topk,
+            "max_queries": self.limits.max_queries,
+            "default_topk": self.default_topk,
         }
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse(self.health())
+
+    async def _search(self, queries: list[str], topk: int) -> list[list[Hit]]:
+        """One chunk's hits, from the batcher thread, without blocking the event loop."""
+        done, notify = thread_signal()
+        job = self.batcher.submit(queries, topk, on_done=notify)
+        try:
+            await asyncio.wait_for(done, self.request_timeout)
+        except asyncio.TimeoutError:
+            raise HTTPError(503, f"retrieval took longer than {self.request_timeout:g} s") from None
+        if job.error is not None:
+            raise HTTPError(500, f"retrieval failed: {job.error}")
+        assert job.hits is not None
+        return job.hits
+
+    async def _retrieve(self, request: Request) -> Response:
+        http = self.http_limits
+        body = await read_body(request, http.max_body_bytes, http.body_timeout)
+        parsed = parse_retrieve_request(body, self.limits, self.default_topk, http.max_json_depth)
+        # Chunks bound the memory a request takes: one chunk's hits and JSON at a time.
+        step = max(1, self.limits.chunk_hits // parsed.topk)
+        chunks = [parsed.queries[i : i + step] for i in range(0, len(parsed.queries), step)] or [[]]
+        # The first chunk is answered before the status line, so a failing retriever is a 500.
+        first = await self._search(chunks[0], parsed.topk)
+        if len(chunks) == 1:
+            return JSONResponse({"result": hits_to_json(first, parsed.return_scores)})
+
+        async def stream() -> AsyncIterator[bytes]:
+            # A later chunk that fails ends the stream early: the client sees a broken
+            # response (and retries), never a short result list.
+            yield b'{"result": ['
+            for i, chunk in enumerate(chunks):
+                hits = first if i == 0 else await self._search(chunk, parsed.topk)
+                rows = json.dumps(hits_to_json(hits, parsed.return_scores))[1:-1]
+                yield ((", " if i else "") + rows).encode("utf-8")
+            yield b"]}"
+
+        return StreamingResponse(stream(), media_type="application/json")
 
     def close(self) -> None:
         """Stop serving, release the port and stop the batcher thread."""
         super().close()
         self.batcher.stop()
+
+
+def _error_response(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _load_retriever(args: argparse.Namespace) -> tuple[Retriever, int]:
@@ -381,7 +356,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--index", default=None, help="directory where the index is saved and memory-mapped from")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
-    parser.add_argument("--max-topk", type=int, default=ServerLimits.max_topk, help="largest topk a request may ask for")
+    parser.add_argument("--topk", type=int, default=3, help="topk when a request leaves it out or sends null or 0 (default: 3)")
+    parser.add_argument("--max-topk", type=int, default=ServerLimits.max_topk, help=f"largest topk a request may ask for (default: {ServerLimits.max_topk})")
+    parser.add_argument(
+        "--max-queries", type=int, default=ServerLimits.max_queries,
+        help=f"most queries in one request (default: {ServerLimits.max_queries}; Search-R1 training sends up to 2560)",
+    )
     parser.add_argument(
         "--batch-queries",
         type=int,
@@ -397,9 +377,11 @@ def cli(argv: list[str]) -> int:
         print(f"mem1 serve-retriever: {exc}", file=sys.stderr)
         return 2
     try:
-        server = RetrievalServer(
-            retriever, args.host, args.port, ServerLimits(max_topk=args.max_topk, max_batch_queries=max(1, args.batch_queries)), name=args.backend, verbose=args.verbose
-        )
+        limits = ServerLimits(max_topk=args.max_topk, max_queries=args.max_queries, max_batch_queries=max(1, args.batch_queries))
+        server = RetrievalServer(retriever, args.host, args.port, limits, default_topk=args.topk, name=args.backend, verbose=args.verbose)
+    except ValueError as exc:
+        print(f"mem1 serve-retriever: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"mem1 serve-retriever: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ CORPUS = [
     Passage("p5", "Torvexa", "Torvexa was born in Halmirk and is employed by the Kepunorn Guild."),
 ]
 QUERIES = ["Zorakex settled", "Brilotath born", "Kepunorn Guild founded", "Fenlisk Codex written", "Torvexa employed"]
+BROAD = "Zorakex Brilotath Kepunorn Fenlisk Halmirk Torvexa"  # matches every passage
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,11 @@ def test_batching_splits_large_query_lists(server, retriever):
         (b'{"queries": "one string"}', 400, "list of strings"),
         (b'{"queries": [1, 2]}', 400, "list of strings"),
         (b'{"queries": ["a"], "topk": 1000000}', 400, "between 1 and 5"),
-        (b'{"queries": ["a"], "topk": 0}', 400, "between 1 and 5"),
+        (b'{"queries": ["a"], "topk": -1}', 400, "between 1 and 5"),
+        (b'{"queries": ["a"], "topk": false}', 400, "integer"),
+        (b"[" * 100_000 + b"]" * 100_000, 413, "limit is 4096"),
+        (b'{"queries": ' + b"[" * 40 + b"]" * 40 + b"}", 400, "nests deeper than 32"),
+        (b'{"q": ' + b"[" * 1500 + b"]" * 1500 + b"}", 400, "nests deeper than 32"),
         (b'{"queries": ["a"], "topk": true}', 400, "integer"),
         (b'{"queries": ["a"], "topk": "3"}', 400, "integer"),
         (b'{"queries": ["a"], "return_scores": "yes"}', 400, "true or false"),
@@ -120,6 +125,78 @@ def test_bad_requests_get_4xx_with_a_message(server, body, status, fragment):
     assert fragment in payload["error"]
     # The server keeps answering after a bad request.
     assert post(server, b'{"queries": ["Halmirk"]}')[0] == 200
+
+
+def test_json_nested_past_the_recursion_limit_is_a_400_not_a_dropped_connection(retriever):
+    limits = ServerLimits(max_body_bytes=1 << 20)
+    with RetrievalServer(retriever, limits=limits) as srv:
+        status, payload = post(srv, b"[" * 200_000 + b"]" * 200_000)
+        assert status == 400 and "nests deeper than 32 levels" in payload["error"]
+        status, payload = post(srv, b'{"queries": ["a"], "x": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}")
+        assert status == 400 and "nests deeper" in payload["error"]
+        assert post(srv, b'{"queries": ["Halmirk"]}')[0] == 200
+
+
+def test_topk_null_or_zero_falls_back_to_the_server_default(retriever):
+    with RetrievalServer(retriever, default_topk=4) as srv:
+        for topk in (None, 0):
+            status, payload = post(srv, json.dumps({"queries": [BROAD], "topk": topk}).encode())
+            assert status == 200 and len(payload["result"][0]) == 4, topk
+        status, payload = post(srv, json.dumps({"queries": [BROAD]}).encode())
+        assert status == 200 and len(payload["result"][0]) == 4
+    with pytest.raises(ValueError, match="default_topk"):
+        RetrievalServer(retriever, default_topk=0)
+
+
+def test_search_r1_batch_of_2560_queries_in_one_request_by_default(retriever):
+    # Search-R1's client (search_r1/llm_agent/generation.py) posts every rollout's query of a
+    # turn at once: requests.post(url, json={"queries": [...], "topk": 3, "return_scores": True}).
+    queries = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(2560)]
+    body = json.dumps({"queries": queries, "topk": 3, "return_scores": True}).encode()
+    expected = retriever.search(queries, 3)
+    with RetrievalServer(retriever) as srv:
+        status, payload = post(srv, body)
+        assert status == 200 and len(payload["result"]) == 2560
+        assert [[d["document"]["id"] for d in row] for row in payload["result"]] == [[h.id for h in row] for row in expected]
+        assert srv.health()["max_queries"] == 4096
+        over = json.dumps({"queries": ["a"] * 4097}).encode()
+        status, payload = post(srv, over)
+        assert status == 413 and "4097 queries in one request; the limit is 4096" in payload["error"]
+
+
+def test_large_requests_are_answered_in_bounded_chunks_with_the_same_result(retriever):
+    queries = [QUERIES[i % len(QUERIES)] for i in range(50)]
+    expected = [[h.id for h in row] for row in retriever.search(queries, 2)]
+    with RetrievalServer(retriever, limits=ServerLimits(chunk_hits=8)) as srv:
+        status, payload = post(srv, json.dumps({"queries": queries, "topk": 2}).encode())
+        assert status == 200 and [[d["id"] for d in row] for row in payload["result"]] == expected
+        # 8 hits per chunk at topk 2: 4 queries per retriever call, 13 calls for 50 queries.
+        assert srv.health()["batches"] == 13
+        assert HttpRetriever(srv.url, batch_size=50).search(queries, 2)[7][0].id == expected[7][0]
+
+
+def test_client_needs_no_health_endpoint():
+    # A server with Search-R1's one endpoint only (as theirs): the client retrieves without /health.
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from mem1_http import ASGIService
+
+    seen: list[dict] = []
+
+    async def retrieve(request: Request) -> JSONResponse:
+        body = await request.json()
+        seen.append(body)
+        docs = [[{"document": {"id": f"{q}-{i}", "contents": f'"{q}"\ntext {i}'}, "score": 1.0 / (i + 1)} for i in range(body["topk"])]
+                for q in body["queries"]]
+        return JSONResponse({"result": docs})
+
+    with ASGIService(Starlette(routes=[Route("/retrieve", retrieve, methods=["POST"])])) as srv:
+        hits = HttpRetriever(srv.url).search(["alpha", "beta"], 2)
+    assert [[h.id for h in row] for row in hits] == [["alpha-0", "alpha-1"], ["beta-0", "beta-1"]]
+    assert seen == [{"queries": ["alpha", "beta"], "topk": 2, "return_scores": True}]
 
 
 def test_wrong_endpoints_and_methods(server):
@@ -245,7 +322,10 @@ def test_bounded_load_from_concurrent_clients_sees_no_error(retriever, batch):
 
 def test_serve_retriever_command_serves_until_stopped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = ["serve-retriever", "--dataset", "fictional", "--dataset-size", "300", "--index", str(tmp_path / "idx"), "--port", "0"]
+    command = [
+        "serve-retriever", "--dataset", "fictional", "--dataset-size", "300", "--index", str(tmp_path / "idx"), "--port", "0",
+        "--topk", "2", "--max-queries", "3",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mem1_agent.cli", *command],
         stdout=subprocess.PIPE,
@@ -262,6 +342,15 @@ def test_serve_retriever_command_serves_until_stopped(tmp_path):
         assert client.health()["status"] == "ok"
         hits = client.search(["born", "founded"], 2)
         assert len(hits) == 2 and all(len(row) == 2 for row in hits)
+        base = url.rsplit("/retrieve", 1)[0]
+        host, port = base.split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/retrieve", body=json.dumps({"queries": ["born"], "topk": None}), headers={"Content-Type": "application/json"})
+        assert [len(row) for row in json.loads(conn.getresponse().read())["result"]] == [2]  # --topk
+        conn.request("POST", "/retrieve", body=json.dumps({"queries": ["a", "b", "c", "d"]}), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 413 and "the limit is 3" in json.loads(response.read())["error"]  # --max-queries
+        conn.close()
         assert (tmp_path / "idx" / "mem1_index.json").exists()  # the index was saved where --index said
     finally:
         proc.terminate()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -92,7 +94,7 @@ def test_bad_requests_get_4xx(server, body, status, param):
 
 def test_unknown_route_is_404(server):
     code, out = _post(server.url, {"prompt": "x"}, path="/v1/chat/completions")
-    assert code == 404 and "no route" in out["error"]["message"]
+    assert code == 404 and "no such endpoint" in out["error"]["message"]
 
 
 def test_openai_policy_evaluates_an_episode_through_the_server(server, tmp_path):
@@ -141,3 +143,53 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     policy = OpenAICompletionsPolicy(f"http://127.0.0.1:{port}", MODEL, timeout=2, retries=1)
     with pytest.raises(RuntimeError, match="after 2 attempts"):
         policy.complete(["hello"])
+
+
+@pytest.fixture(scope="module")
+def capped():
+    from mem1_agent.models import load_policy
+    from mem1_agent.serve_policy import PolicyLimits
+
+    model, tokenizer = load_policy(MODEL, value_head=False)
+    limits = PolicyLimits(max_tokens=64, max_prompt_tokens=16, max_prompts=4, max_request_tokens=100)
+    with PolicyServer(("127.0.0.1", 0), model.eval(), tokenizer, MODEL, limits=limits) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "fragment"),
+    [
+        ({"prompt": "word " * 40, "max_tokens": 1}, 400, "prompt", "the limit is 16"),
+        ({"prompt": "x" * 2000, "max_tokens": 1}, 400, "prompt", "longer than 1024 characters"),
+        ({"prompt": ["a", "b", "c", "d", "e"], "max_tokens": 1}, 413, "prompt", "5 prompts in one request; the limit is 4"),
+        ({"prompt": ["a b", "c d", "e f"], "max_tokens": 40}, 413, "max_tokens", "the limit is 100"),
+    ],
+)
+def test_prompt_length_and_tokens_per_request_are_capped(capped, body, status, param, fragment):
+    code, out = _post(capped.url, body)
+    assert code == status and out["error"]["param"] == param and fragment in out["error"]["message"]
+    assert _post(capped.url, {"prompt": ["a b", "c d"], "max_tokens": 2})[0] == 200  # within the caps
+
+
+def test_a_small_request_completes_while_a_large_batch_is_in_progress():
+    from mem1_agent.models import load_policy
+    from mem1_agent.serve_policy import PolicyLimits
+
+    model, tokenizer = load_policy(MODEL, value_head=False)
+    # A chunk always holds one prompt at least: chunk_tokens=1 makes the big batch 24 chunks.
+    limits = PolicyLimits(max_tokens=64, chunk_tokens=1)
+    big = {"prompt": [f"<IS> row {i}" for i in range(24)], "max_tokens": 8, "temperature": 0}
+    result: dict[str, int] = {}
+    with PolicyServer(("127.0.0.1", 0), model.eval(), tokenizer, MODEL, limits=limits) as srv:
+        thread = threading.Thread(target=lambda: result.update(big=_post(srv.url, big)[0]))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while srv.scheduler.chunks_run < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the big batch is under way
+        status, out = _post(srv.url, {"prompt": "<IS>", "max_tokens": 1, "temperature": 0})
+        # With one lock per request the small one waited for the whole batch; now it waits for one chunk.
+        still_running = thread.is_alive() and srv.scheduler.pending() == 1
+        thread.join(timeout=300)
+    assert status == 200 and out["usage"]["completion_tokens"] == 1
+    assert still_running, "the 1-token request waited for the whole large batch"
+    assert result["big"] == 200

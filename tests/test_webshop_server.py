@@ -228,3 +228,32 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert cli(["serve", "--port", "0", "--num-products", "50", "--catalog", "/no/such/items.json"]) == 1
     assert "/no/such/items.json" in capsys.readouterr().err
+
+
+def test_purchase_history_per_session_is_bounded(server: WebShopServer) -> None:
+    from webshop_env.server import MAX_PURCHASES
+
+    asin = server.site.catalog.at(2).asin
+    for i in range(MAX_PURCHASES + 50):
+        server.record_purchase("hoarder_1", asin, {}, i / 1000)
+    purchases = server.session("hoarder_1").purchases
+    assert len(purchases) == MAX_PURCHASES
+    assert [p[2] for p in purchases][:2] == [0.05, 0.051]  # the oldest were forgotten first
+    # A done page visited over HTTP is recorded as the newest.
+    assert fetch(server.url + f"/done/hoarder_1/{asin}/%7B%7D")[0] == 200
+    assert len(purchases) == MAX_PURCHASES and purchases[-1][0] == asin and purchases[0][2] == 0.051
+
+
+def test_sessions_are_bounded_least_recently_used_first() -> None:
+    with WebShopServer(shared_site(SiteConfig(num_products=N)), max_sessions=3, max_purchases=2) as s:
+        for name in ("a_1", "b_2", "c_3"):
+            assert fetch(s.url_for(name))[0] == 200
+        assert fetch(s.url_for("a_1"))[0] == 200  # a_1 is now the most recently used
+        assert fetch(s.url_for("d_4"))[0] == 200
+        assert s.sessions() == 3 and set(s._sessions) == {"c_3", "a_1", "d_4"}
+        asin = s.site.catalog.at(0).asin
+        for _ in range(3):
+            assert fetch(s.url + f"/done/a_1/{asin}/%7B%7D")[0] == 200
+        assert len(s.session("a_1").purchases) == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        WebShopServer(shared_site(SiteConfig(num_products=N)), max_sessions=0)

@@ -12,30 +12,38 @@ Example::
 
 Requests: ``GET /`` redirects to a fresh session; ``GET /<session>`` is the search
 page; ``POST /<session>`` (form field ``search_query``) redirects to the results;
-unknown paths answer 404, bad parameters 400, other methods 405.
+unknown paths answer 404, bad parameters 400, other methods 405 (HTML error pages,
+like the rest of the site). The server remembers at most ``max_sessions`` sessions
+and ``max_purchases`` purchases per session, so a client cannot grow it without bound.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route as Endpoint
+
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_body
+
 from . import pages
-from .http_service import HTTPService, OwnedHTTPServer
 from .routes import MAX_QUERY_CHARS, Route, RouteError, parse_path
-from .site import Site
+from .site import RenderedPage, Site
 
 #: Longest request path or form body accepted.
 MAX_PATH_CHARS = 8192
 MAX_BODY_BYTES = 16384
-#: Sessions remembered at once (oldest forgotten first).
+#: Sessions remembered at once (the least recently used is forgotten first).
 MAX_SESSIONS = 10_000
+#: Purchases remembered per session (the oldest is forgotten first).
+MAX_PURCHASES = 100
 
 
 @dataclass
@@ -44,112 +52,61 @@ class SessionState:
 
     Attributes:
         goal_index: the goal the session plays.
-        purchases: (asin, options, reward) of each visit to a done page.
+        purchases: (asin, options, reward) of the latest visits to a done page, oldest first
+            (at most the server's ``max_purchases``).
     """
 
     goal_index: int
-    purchases: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    purchases: deque[tuple[str, dict[str, str], float]] = field(default_factory=lambda: deque(maxlen=MAX_PURCHASES))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: OwnedHTTPServer
-    server_version = "WebShop/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        # Quiet by default: a load test would flood stderr.
-        if self.server.owner.verbose:
-            super().log_message(format, *args)
-
-    def _send(self, status: int, body: str = "", location: str | None = None) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        if location is not None:
-            self.send_header("Location", location)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _error(self, status: int, message: str, session: str | None = None) -> None:
-        self._send(status, pages.render_error(status, message, session))
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        """Serve a page."""
-        owner = self.server.owner
-        if len(self.path) > MAX_PATH_CHARS:
-            self._error(HTTPStatus.REQUEST_URI_TOO_LONG, "the path is too long")
-            return
-        if self.path.split("?", 1)[0] in ("", "/"):
-            self._send(HTTPStatus.FOUND, location=Route.search(uuid.uuid4().hex[:16]).path())
-            return
-        try:
-            route = parse_path(self.path)
-            state = owner.session(route.session)
-            page = owner.site.render(route, owner.site.goals[state.goal_index])
-        except RouteError as err:
-            self._error(err.status, err.message)
-            return
-        if page.reward is not None:
-            owner.record_purchase(route.session, route.asin, route.options, page.reward)
-        self._send(HTTPStatus.OK, page.html)
-
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        """The search form: ``POST /<session>`` with ``search_query`` redirects to the results."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-            return
-        if not 0 <= length <= MAX_BODY_BYTES:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "the form is too large")
-            return
-        body = self.rfile.read(length).decode("utf-8", errors="replace")
-        try:
-            route = parse_path(self.path)
-        except RouteError as err:
-            self._error(err.status, err.message)
-            return
-        if route.kind != "search":
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "only the search page takes a form")
-            return
-        query = " ".join(" ".join(parse_qs(body).get("search_query", [""])).split()).lower()
-        if not query:
-            self._error(HTTPStatus.BAD_REQUEST, "the search query is empty", route.session)
-            return
-        if len(query) > MAX_QUERY_CHARS:
-            self._error(HTTPStatus.BAD_REQUEST, f"the search query is longer than {MAX_QUERY_CHARS} characters", route.session)
-            return
-        self._send(HTTPStatus.SEE_OTHER, location=route.results(keywords=query, page=1).path())
-
-    def _not_allowed(self) -> None:
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} is not allowed")
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+def _page_response(status: int, html: str) -> Response:
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-class WebShopServer(HTTPService):
-    """Serves a :class:`~webshop_env.site.Site` over HTTP (see :class:`~webshop_env.http_service.HTTPService`
-    for starting, serving in the foreground and closing).
+def _error_response(status: int, message: str) -> Response:
+    return _page_response(status, pages.render_error(status, message, None))
+
+
+class WebShopServer(ASGIService):
+    """Serves a :class:`~webshop_env.site.Site` over HTTP on uvicorn (see
+    :class:`~mem1_http.service.ASGIService` for starting, serving in the foreground and closing).
 
     Args:
         site: the site to serve.
         host: the address to bind; loopback by default.
         port: the port (0 picks a free one).
         verbose: log each request to stderr.
+        max_sessions: sessions remembered at once (least recently used forgotten first).
+        max_purchases: purchases remembered per session (oldest forgotten first).
+        limits: connection-level limits (timeouts, connection cap).
     """
 
     thread_name = "webshop-server"
 
-    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0, verbose: bool = False):
+    def __init__(
+        self,
+        site: Site,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        verbose: bool = False,
+        max_sessions: int = MAX_SESSIONS,
+        max_purchases: int = MAX_PURCHASES,
+        limits: HTTPLimits | None = None,
+    ):
+        if max_sessions < 1 or max_purchases < 1:
+            raise ValueError("max_sessions and max_purchases must be at least 1")
         self.site = site
         self.verbose = verbose
+        self.max_sessions = max_sessions
+        self.max_purchases = max_purchases
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._lock = threading.Lock()
-        super().__init__(_Handler, host, port)
+        app = Starlette(
+            routes=[Endpoint("/{path:path}", self._endpoint, methods=["GET", "HEAD", "POST"])],
+            exception_handlers=error_handlers(_error_response),
+        )
+        super().__init__(app, host, port, limits=limits, verbose=verbose)
 
     def url_for(self, session: str) -> str:
         """The URL of ``session``'s search page."""
@@ -160,15 +117,62 @@ class WebShopServer(HTTPService):
         with self._lock:
             state = self._sessions.get(session)
             if state is None:
-                state = self._sessions[session] = SessionState(self.site.goal_index_for_session(session))
-                if len(self._sessions) > MAX_SESSIONS:
+                state = SessionState(self.site.goal_index_for_session(session), deque(maxlen=self.max_purchases))
+                self._sessions[session] = state
+                while len(self._sessions) > self.max_sessions:
                     self._sessions.popitem(last=False)
             else:
                 self._sessions.move_to_end(session)
             return state
+
+    def sessions(self) -> int:
+        """How many sessions the server remembers now."""
+        with self._lock:
+            return len(self._sessions)
 
     def record_purchase(self, session: str, asin: str, options: dict[str, str], reward: float) -> None:
         """Remember a purchase made in ``session``."""
         state = self.session(session)
         with self._lock:
             state.purchases.append((asin, dict(options), float(reward)))
+
+    async def _endpoint(self, request: Request) -> Response:
+        # The site's routes live in webshop_env.routes (shared with the in-process env and the
+        # browser env), so they are parsed from the raw, still percent-encoded path.
+        path = request.scope["raw_path"].decode("latin-1")
+        if len(path) > MAX_PATH_CHARS:
+            raise HTTPError(414, "the path is too long")
+        if request.method == "POST":
+            return await self._search_form(request, path)
+        if path in ("", "/"):
+            return RedirectResponse(Route.search(uuid.uuid4().hex[:16]).path(), status_code=302, headers={"Cache-Control": "no-store"})
+        try:
+            page = await run_in_threadpool(self._render, path)
+        except RouteError as err:
+            raise HTTPError(err.status, err.message) from None
+        return _page_response(200, page.html)
+
+    def _render(self, path: str) -> RenderedPage:
+        route = parse_path(path)
+        state = self.session(route.session)
+        page = self.site.render(route, self.site.goals[state.goal_index])
+        if page.reward is not None:
+            self.record_purchase(route.session, route.asin, route.options, page.reward)
+        return page
+
+    async def _search_form(self, request: Request, path: str) -> Response:
+        """The search form: ``POST /<session>`` with ``search_query`` redirects to the results."""
+        body = (await read_body(request, MAX_BODY_BYTES, self.http_limits.body_timeout)).decode("utf-8", errors="replace")
+        try:
+            route = parse_path(path)
+        except RouteError as err:
+            raise HTTPError(err.status, err.message) from None
+        if route.kind != "search":
+            raise HTTPError(405, "only the search page takes a form")
+        query = " ".join(" ".join(parse_qs(body).get("search_query", [""])).split()).lower()
+        if not query:
+            return _page_response(400, pages.render_error(400, "the search query is empty", route.session))
+        if len(query) > MAX_QUERY_CHARS:
+            message = f"the search query is longer than {MAX_QUERY_CHARS} characters"
+            return _page_response(400, pages.render_error(400, message, route.session))
+        return RedirectResponse(route.results(keywords=query, page=1).path(), status_code=303, headers={"Cache-Control": "no-store"})

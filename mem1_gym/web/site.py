@@ -17,15 +17,18 @@ from one index and the last ``close()`` stops the server.
 from __future__ import annotations
 
 import html
-import json
 import os
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Hashable, Sequence
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Callable, Hashable, Sequence
+from urllib.parse import quote, urlsplit
 
-from webshop_env.http_service import HTTPService, OwnedHTTPServer
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers
 
 from ..data.schema import Passage
 from ..retrieval import Retriever
@@ -88,95 +91,75 @@ def page_path(passage_id: str) -> str:
     return "/wiki/" + quote(passage_id, safe="")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: OwnedHTTPServer
-    # Headers and body go out in two writes; with Nagle's algorithm the second
-    # waits for the client's delayed ACK (~40 ms per keep-alive request).
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-    timeout = 60
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # one line per page view would drown the training logs
-
-    def _send(self, status: int, body: str, content_type: str) -> None:
-        data = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload), "application/json")
-
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        site = self.server.owner
-        try:
-            parts = urlsplit(self.path)
-        except ValueError:  # e.g. "//[" parses as a broken IPv6 host
-            self._send(HTTPStatus.BAD_REQUEST, "<html><body><h1>Bad request</h1></body></html>", "text/html")
-            return
-        path = parts.path
-        if path == "/":
-            self._send(HTTPStatus.OK, _HOME.format(n=len(site.pages)), "text/html")
-        elif path == "/health":
-            self._json(HTTPStatus.OK, {"status": "ok", "pages": len(site.pages)})
-        elif path.startswith("/wiki/"):
-            passage = site.pages.get(unquote(path[len("/wiki/") :]))
-            if passage is None:
-                self._send(HTTPStatus.NOT_FOUND, "<html><body><h1>Not found</h1><p>No such page.</p></body></html>", "text/html")
-            else:
-                self._send(HTTPStatus.OK, render_page(passage), "text/html")
-        elif path == "/search":
-            self._search(parse_qs(parts.query))
-        else:
-            self._send(HTTPStatus.NOT_FOUND, "<html><body><h1>Not found</h1></body></html>", "text/html")
-
-    def _search(self, params: dict[str, list[str]]) -> None:
-        query = params.get("q", [""])[0]
-        try:
-            k = int(params.get("k", ["5"])[0])
-        except ValueError:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "k must be an integer"})
-            return
-        if not 1 <= k <= MAX_K:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"k must be between 1 and {MAX_K}"})
-            return
-        if len(query) > _MAX_QUERY_CHARS:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"the query is longer than {_MAX_QUERY_CHARS} characters"})
-            return
-        try:
-            results = self.server.owner.search(query, k) if query.strip() else []
-        except Exception as exc:  # the index failing is the server's fault: say so, keep serving
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"search failed: {type(exc).__name__}: {exc}"})
-            return
-        self._json(HTTPStatus.OK, {"query": query, "results": results})
+_NOT_FOUND = "<html><body><h1>Not found</h1><p>No such page.</p></body></html>"
 
 
-class LocalWebServer(HTTPService):
+def _error_response(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class LocalWebServer(ASGIService):
     """Serves a corpus as a web site on loopback, from construction until :meth:`close` (see the module
-    docstring and :class:`~webshop_env.http_service.HTTPService`).
+    docstring and :class:`~mem1_http.service.ASGIService`). Pages and the home page are HTML,
+    everything else (search, health, errors) JSON.
 
     Args:
         corpus: the passages; each becomes ``/wiki/<id>``.
         retriever: answers ``/search``; called under a lock, so it need not be thread-safe.
         host: interface to bind (loopback).
         port: TCP port; 0 picks a free one.
+        limits: connection-level limits (timeouts, connection cap).
     """
 
     thread_name = "local-web"
 
-    def __init__(self, corpus: Sequence[Passage], retriever: Retriever, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, corpus: Sequence[Passage], retriever: Retriever, host: str = "127.0.0.1", port: int = 0,
+        limits: HTTPLimits | None = None,
+    ):
         self.pages = {p.id: p for p in corpus}
         self.retriever = retriever
         self._search_lock = threading.Lock()
-        super().__init__(_Handler, host, port)
+        get = ["GET", "HEAD"]
+        app = Starlette(
+            routes=[
+                Route("/", self._home, methods=get),
+                Route("/health", self._health, methods=get),
+                Route("/wiki/{passage_id:path}", self._page, methods=get),
+                Route("/search", self._search, methods=get),
+            ],
+            exception_handlers=error_handlers(_error_response),
+        )
+        super().__init__(app, host, port, limits=limits)
         self.start()
+
+    async def _home(self, request: Request) -> Response:
+        return HTMLResponse(_HOME.format(n=len(self.pages)))
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pages": len(self.pages)})
+
+    async def _page(self, request: Request) -> Response:
+        passage = self.pages.get(request.path_params["passage_id"])
+        if passage is None:
+            return HTMLResponse(_NOT_FOUND, status_code=404)
+        return HTMLResponse(render_page(passage))
+
+    async def _search(self, request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        try:
+            k = int(request.query_params.get("k", "5"))
+        except ValueError:
+            raise HTTPError(400, "k must be an integer") from None
+        if not 1 <= k <= MAX_K:
+            raise HTTPError(400, f"k must be between 1 and {MAX_K}")
+        if len(query) > _MAX_QUERY_CHARS:
+            raise HTTPError(400, f"the query is longer than {_MAX_QUERY_CHARS} characters")
+        try:
+            results = await run_in_threadpool(self.search, query, k) if query.strip() else []
+        except Exception as exc:  # the index failing is the server's fault: say so, keep serving
+            raise HTTPError(500, f"search failed: {type(exc).__name__}: {exc}") from None
+        return JSONResponse({"query": query, "results": results})
 
     @property
     def netloc(self) -> str:
