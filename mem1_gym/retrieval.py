@@ -29,7 +29,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -271,10 +271,11 @@ class RankBM25Retriever:
 
 # ----------------------------------------------------------------------------- registry
 
-#: A backend factory: (spec, corpus, fingerprint) -> Retriever. ``spec`` is the
+#: A backend factory: (spec, corpus, fingerprint, **options) -> Retriever. ``spec`` is the
 #: full string the user gave (e.g. ``http://127.0.0.1:8000``), so a backend can
-#: read its own parameters from it.
-RetrieverFactory = Callable[[str, Sequence["Passage"], "str | None"], Retriever]
+#: read its own parameters from it; ``options`` are the keyword options of
+#: :func:`make_retriever` (e.g. ``timeout``/``retries`` of the http backend).
+RetrieverFactory = Callable[..., Retriever]
 
 #: Backend name -> factory. A spec selects a backend by exact name, or by its
 #: URL scheme (the part before ``://``), so ``register_retriever_backend("http", ...)``
@@ -284,7 +285,7 @@ RETRIEVER_BACKENDS: dict[str, RetrieverFactory] = {
     "rank_bm25": lambda spec, corpus, fingerprint: RankBM25Retriever(corpus),
 }
 
-_cache: dict[tuple[str, str], Retriever] = {}
+_cache: dict[tuple[str, str, tuple], Retriever] = {}
 _cache_lock = threading.Lock()
 
 
@@ -304,24 +305,33 @@ def _backend_for(spec: str) -> RetrieverFactory:
     raise ValueError(f"unknown retriever {spec!r}; known backends: {known} (URL backends are selected by scheme)")
 
 
-def make_retriever(spec: str | Retriever, corpus: Sequence[Passage], fingerprint: str | None = None) -> Retriever:
-    """The retriever ``spec`` names, over ``corpus``; cached per process by (spec, fingerprint).
+def make_retriever(spec: str | Retriever, corpus: Sequence[Passage], fingerprint: str | None = None, **options: Any) -> Retriever:
+    """The retriever ``spec`` names, over ``corpus``; cached per process by (spec, fingerprint, options).
 
     Args:
         spec: a backend name (``bm25s``, ``rank_bm25``, a registered URL scheme's
             ``scheme://...``) or a ready :class:`Retriever`, returned as is.
         corpus: the passages to search.
         fingerprint: identifies the corpus content; computed from it when None.
+        options: backend options, e.g. ``timeout=``/``retries=`` for ``http://`` servers.
+
+    Raises:
+        ValueError: an unknown backend, or options the backend does not take.
     """
     if not isinstance(spec, str):
         if isinstance(spec, Retriever):
             return spec
         raise TypeError(f"retriever must be a backend name or a Retriever, got {type(spec).__name__}")
     factory = _backend_for(spec)
-    key = (spec, fingerprint or corpus_fingerprint(corpus))
+    key = (spec, fingerprint or corpus_fingerprint(corpus), tuple(sorted(options.items())))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = factory(spec, corpus, key[1])
+            try:
+                _cache[key] = factory(spec, corpus, key[1], **options)
+            except TypeError:
+                if not options:
+                    raise
+                raise ValueError(f"the {spec!r} retriever takes no options {sorted(options)}") from None
         return _cache[key]
 
 
