@@ -133,6 +133,20 @@ def default_cache_dir() -> Path:
 _META = "mem1_index.json"
 
 
+def _index_files(directory: Path) -> dict[str, list]:
+    """``{file name: [size, sha256]}`` of an index directory's files (the meta file aside)."""
+    out: dict[str, list] = {}
+    for path in sorted(directory.iterdir()):
+        if path.name == _META or not path.is_file():
+            continue
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[path.name] = [path.stat().st_size, h.hexdigest()]
+    return out
+
+
 class BM25sRetriever:
     """BM25 over a corpus with ``bm25s``; the index is built once, saved, and memory-mapped.
 
@@ -141,6 +155,11 @@ class BM25sRetriever:
     directory next to it and renamed into place, so a concurrent process sees
     either no index or a whole one; when two processes build at once, the
     first rename wins and the other uses the winner's index.
+
+    The meta file records each index file's size and SHA-256 at build; opening
+    checks them (hashing costs about a second per GB of index), so a truncated,
+    altered or missing file is never loaded: the index is rebuilt, atomically,
+    in its place.
 
     Attributes:
         built: True when this instance built the index, False when it loaded a saved one.
@@ -164,12 +183,22 @@ class BM25sRetriever:
         self.built = False
         if not self._valid():
             self._build()
-        self._load()
+        try:
+            self._load()
+        except Exception:  # noqa: BLE001 - an index that verifies but does not load (another bm25s version)
+            if self.built:
+                raise
+            self._build()
+            self._load()
 
     def _valid(self) -> bool:
-        """Whether ``index_dir`` holds a finished index for this corpus and analyser."""
+        """Whether ``index_dir`` holds a finished, intact index for this corpus and analyser."""
         try:
-            return json.loads((self.index_dir / _META).read_text()) == self._meta
+            meta = json.loads((self.index_dir / _META).read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+                return False
+            files = meta.pop("files")
+            return meta == self._meta and _index_files(self.index_dir) == files
         except (OSError, ValueError):
             return False
 
@@ -194,8 +223,9 @@ class BM25sRetriever:
             ) from None
         try:
             model.save(tmp, show_progress=False)
-            # The meta file is written last: its presence marks a finished index.
-            (tmp / _META).write_text(json.dumps(self._meta))
+            # The meta file is written last: its presence marks a finished index, its
+            # sizes and hashes let a later open tell an intact index from a damaged one.
+            (tmp / _META).write_text(json.dumps({**self._meta, "files": _index_files(tmp)}))
             self._install(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
