@@ -212,3 +212,50 @@ def test_retriever_timeout_and_retries_are_env_kwargs_and_failures_count_as_tool
         listener.close()
     with pytest.raises(ValueError, match="takes no options"):
         MultiObjectiveQAEnv(retriever="rank_bm25", retriever_timeout=1.0, **SMALL)
+
+
+def test_https_connects_to_the_checked_address_with_the_name_in_sni_and_host(tmp_path, monkeypatch):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=public.test",
+         "-addext", "subjectAltName=DNS:public.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    httpd, requests = _serve("127.0.0.1")
+    seen: dict[str, str] = {}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def record_sni(sock, name, ctx):
+        seen["sni"] = name  # returning None lets the handshake go on
+
+    context.sni_callback = record_sni
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    handler = httpd.RequestHandlerClass
+    original = handler.do_GET
+
+    def do_get(self):
+        seen["host"] = self.headers["Host"]
+        original(self)
+
+    handler.do_GET = do_get
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        fetch.socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "public.test" else host, *a, **k)
+    )
+    url = f"https://public.test:{httpd.server_address[1]}/"
+    try:
+        with pytest.raises(WebError, match="CERTIFICATE_VERIFY_FAILED"):  # self-signed: not trusted by default
+            fetch_page(url, timeout=3, allow_private=True)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted: the handshake checks the name
+        assert "the secret page" in fetch_page(url, timeout=3, allow_private=True).text
+        assert seen == {"sni": "public.test", "host": f"public.test:{httpd.server_address[1]}"}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
