@@ -201,9 +201,10 @@ def test_overflow_truncates_the_episode_with_a_reason(tok):
     assert n <= limit < len(info["input_ids"])
     assert n in {end for _, _, end in info["spans"]}
     assert obs["input_ids"][:n].tolist() == info["input_ids"][:n]
-    # The episode is over for the wrapper even though the text env could go on.
+    # The episode is over for the wrapper even though the text env could go on; its metrics stay final.
+    final = info["metrics"]
     _, reward, term, _, info = env.step(search_turn(99))
-    assert term and reward == 0.0 and "reset()" in info["error"]
+    assert term and reward == 0.0 and "reset()" in info["error"] and info["metrics"] == final
 
 
 def test_prompt_longer_than_max_length_is_a_clear_error(tok):

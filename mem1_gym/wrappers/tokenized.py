@@ -311,6 +311,7 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             info = {
                 "error": "the episode has ended; call reset() to start a new one",
                 "prefix_len": len(self.context_ids),
+                "metrics": self.env.unwrapped.metrics(),
             }
             assert self._last_obs is not None, "call reset() before step()"
             return self._last_obs, 0.0, True, False, info
