@@ -59,7 +59,7 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
         em_std = math.sqrt(max(second / total - em**2, 0.0)) if not math.isnan(em) else math.nan
         agg = {"policy": policy, "policy_settings": settings, "env": env, "memory": memory, "objectives": n, "episodes": int(total),
                "seeds": len(members), "em_std": em_std, "token_unit": members[0]["token_unit"]}
-        for col in ("em", "f1", "reward", "peak_tokens", "dependency", "inference_s", "turns", "invalid_rate"):
+        for col in ("em", "f1", "reward", "peak_tokens", "dependency", "inference_s", "turns", "invalid_rate", "tool_errors"):
             agg[col] = pooled(col)
         out.append(agg)
     return out
@@ -73,15 +73,17 @@ def markdown_table(rows: Iterable[dict]) -> str:
     """The results as a Markdown table (seeds pooled) plus the paper's reference figures."""
     agg = sorted(aggregate(rows), key=lambda r: (r["policy"], r["policy_settings"], r["env"], r["memory"], r["objectives"]))
     lines = [
-        "| policy | env | memory | N | EM | F1 | reward | peak tokens | dependency | infer s/ep | turns | invalid % | episodes | tokens |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| policy | env | memory | N | EM | F1 | reward | peak tokens | dependency | infer s/ep | turns | invalid % "
+        "| tool errors/ep | episodes | tokens |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in agg:
         em = "–" if math.isnan(r["em"]) else f"{r['em']:.3f} ± {r['em_std']:.2f}"
         lines.append(
             f"| {r['policy']} | {r['env'].split('/')[-1]} | {r['memory']} | {r['objectives']} | {em} | "
             f"{_fmt(r['f1'])} | {_fmt(r['reward'])} | {r['peak_tokens']:.1f} | {r['dependency']:.4g} | "
-            f"{r['inference_s']:.3g} | {r['turns']:.2f} | {100 * r['invalid_rate']:.1f} | {r['episodes']} | "
+            f"{r['inference_s']:.3g} | {r['turns']:.2f} | {100 * r['invalid_rate']:.1f} | {_fmt(r['tool_errors'])} | "
+            f"{r['episodes']} | "
             f"{r['token_unit']} |"
         )
     settings = sorted({(r["policy"], r["policy_settings"]) for r in agg if r["policy_settings"]})
@@ -93,6 +95,25 @@ def markdown_table(rows: Iterable[dict]) -> str:
             peak_txt = f", peak tokens {peak:.0f}" if peak is not None else ""
             lines.append(f"- {frag}, N={n}: {label} score {score}{peak_txt}")
     return "\n".join(lines) + "\n"
+
+
+def tool_error_warning(rows: Iterable[dict]) -> str | None:
+    """A warning naming the cells where tools failed (e.g. the retriever was down), or None.
+
+    Their scores reflect the infrastructure as much as the agent: an EM of 0 there is not
+    the agent's failure.
+    """
+    bad = [r for r in aggregate(rows) if not math.isnan(r["tool_errors"]) and r["tool_errors"] > 0]
+    if not bad:
+        return None
+    cells = "; ".join(
+        f"{r['policy']} {r['env'].split('/')[-1]} {r['memory']} N={r['objectives']}: {r['tool_errors']:.3g}/episode"
+        for r in bad
+    )
+    return (
+        f"warning: tool calls failed (a search backend or retriever down?) in {len(bad)} cell(s): {cells}. "
+        "Their scores are not the agent's alone; check the backend and re-run them in another out dir."
+    )
 
 
 _LINE_STYLES = ["-", "--", ":", "-."]

@@ -63,7 +63,15 @@ from .eval_policies import (
     load_tokenizer,
     token_unit,
 )
-from .eval_report import PAPER_REFERENCES, RESULTS_CSV, aggregate, markdown_table, plot_results, write_report
+from .eval_report import (
+    PAPER_REFERENCES,
+    RESULTS_CSV,
+    aggregate,
+    markdown_table,
+    plot_results,
+    tool_error_warning,
+    write_report,
+)
 
 QA_ENV = "mem1_gym/MultiObjectiveQA-v0"
 
@@ -170,7 +178,7 @@ def make_policy(config: EvalConfig) -> Policy:
 KEY_COLUMNS = ("policy", "policy_settings", "env", "memory", "objectives", "seed", "episodes", "tags", "env_kwargs")
 METRIC_COLUMNS = (
     "em", "em_std", "f1", "reward", "peak_tokens", "dependency", "inference_s",
-    "turns", "invalid_rate", "token_unit", "finished_at",
+    "turns", "invalid_rate", "tool_errors", "token_unit", "finished_at",
 )
 COLUMNS = KEY_COLUMNS + METRIC_COLUMNS
 
@@ -371,6 +379,8 @@ def _cell_row(cell: Cell, config: EvalConfig, policy: Policy, unit: str, episode
         "inference_s": _mean(episodes, "inference_s"),
         "turns": turns / len(episodes),
         "invalid_rate": invalid / turns if turns else 0.0,
+        # Failed tool calls per episode (a retriever that is down): NaN where the env has no tools.
+        "tool_errors": _mean(episodes, "tool_errors"),
         "token_unit": unit,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -526,6 +536,9 @@ def cli(argv: list[str]) -> int:
         print(f"mem1 eval: {err}", file=sys.stderr)
         return 2
     print(markdown_table(rows))
+    warning = tool_error_warning(rows)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {paths['csv']}, {paths['markdown']} and {len(paths['plots'])} plot(s) in {config.out_dir}")
     return 0
 

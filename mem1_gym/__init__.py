@@ -17,7 +17,7 @@ from gymnasium.envs.registration import register, registry
 from .context import Transcript, hf_token_counter, whitespace_token_counter
 from .memory import MemoryPolicy, Segment, make_memory_policy, memory_policies, register_memory_policy
 from .protocol import CHECKPOINT_TAGS, PAPER_TAGS, TagSet, Turn, format_info, format_turn, parse_turn
-from .turn_env import Outcome, TurnEnv
+from .turn_env import Outcome, RefusedAction, TurnEnv
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "MemoryPolicy",
     "Outcome",
     "PAPER_TAGS",
+    "RefusedAction",
     "Segment",
     "TagSet",
     "Transcript",

@@ -50,16 +50,25 @@ class MultiObjectiveQAEnv(TurnEnv):
 
     Args:
         n_objectives: questions per episode (1 to at least 32).
-        dataset: ``"fictional"`` (default), ``"wiki-vital"``, a FlashRAG JSONL / MEM1 parquet path,
-            or a :class:`~mem1_gym.data.QADataset`.
-        split: which split the questions are drawn from (``train`` or ``test``).
+        dataset: ``"fictional"`` (default), ``"wiki-vital"``, a FlashRAG JSONL / MEM1 parquet path
+            of questions (with ``corpus=``), or a :class:`~mem1_gym.data.QADataset`.
+        corpus: the corpus JSONL (``id``, ``contents``) a question file is answered from.
+        split: which split the questions are drawn from: ``train`` or ``test`` (a seeded 90/10
+            split, see :func:`~mem1_gym.data.load_dataset`), or ``all`` for a question file.
         retriever: backend spec (``bm25s``, ``rank_bm25``, an ``http://`` server URL) or a retriever.
+        retriever_timeout: seconds per request to an ``http://`` retriever (its default, 30, when None).
+        retriever_retries: extra attempts after a failed request (default 3); a search blocks at
+            most about ``(retries + 1) * timeout`` seconds before the agent reads "Search failed".
         topk: passages returned per search.
         max_turns: turn limit; by default ``3 * n_objectives + 2`` (two hops and an answer each, and slack).
         dataset_seed: seed of the generated dataset (a different world per seed).
         dataset_size: passages in a generated dataset (its default when None).
         max_query_chars: longer queries are refused with a message.
         The remaining arguments are :class:`~mem1_gym.turn_env.TurnEnv`'s.
+
+    Metrics: ``em``, ``f1``, ``answered``, ``n_objectives`` and ``tool_errors``, the searches that
+    failed on the backend's side (a retriever that is down), so that an EM of 0 caused by the
+    infrastructure is told apart from one the agent earned.
     """
 
     roles = (SEARCH, ANSWER)
@@ -73,6 +82,9 @@ class MultiObjectiveQAEnv(TurnEnv):
         dataset: str | QADataset = "fictional",
         split: str = "train",
         retriever: str | Retriever = "bm25s",
+        corpus: str | None = None,
+        retriever_timeout: float | None = None,
+        retriever_retries: int | None = None,
         topk: int = 3,
         max_turns: int | None = None,
         tags: str | TagSet = "paper",
@@ -102,17 +114,19 @@ class MultiObjectiveQAEnv(TurnEnv):
         self.n_objectives = n_objectives
         self.topk = int(topk)
         self.max_query_chars = int(max_query_chars)
-        self.dataset = load_dataset(dataset, seed=dataset_seed, size=dataset_size)
+        self.dataset = load_dataset(dataset, seed=dataset_seed, size=dataset_size, corpus=corpus)
         self.items: list[QAItem] = self.dataset.split(split)
         if n_objectives > len(self.items):
             raise ValueError(
                 f"n_objectives={n_objectives} but split {split!r} of {self.dataset.name!r} has only {len(self.items)} questions"
             )
-        self.retriever = make_retriever(retriever, self.dataset.corpus, self.dataset.fingerprint)
+        options = {k: v for k, v in (("timeout", retriever_timeout), ("retries", retriever_retries)) if v is not None}
+        self.retriever = make_retriever(retriever, self.dataset.corpus, self.dataset.fingerprint, **options)
         self.task: MultiObjectiveTask | None = None
         self._searched: set[str] = set()
         self._em = self._f1 = 0.0
         self._answered = False
+        self.tool_errors = 0
 
     # -- TurnEnv hooks ----------------------------------------------------------
 
@@ -121,6 +135,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         self._searched = set()
         self._em = self._f1 = 0.0
         self._answered = False
+        self.tool_errors = 0
         t = self.tags
         return self.prompt_template.format(
             n=self.n_objectives,
@@ -146,7 +161,13 @@ class MultiObjectiveQAEnv(TurnEnv):
         )
 
     def _task_metrics(self) -> dict[str, float]:
-        return {"em": self._em, "f1": self._f1, "n_objectives": self.n_objectives, "answered": float(self._answered)}
+        return {
+            "em": self._em,
+            "f1": self._f1,
+            "n_objectives": self.n_objectives,
+            "answered": float(self._answered),
+            "tool_errors": self.tool_errors,
+        }
 
     def _search(self, query: str) -> Outcome:
         if not query:
@@ -160,6 +181,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         try:
             hits = self.retriever.search([query], self.topk)[0]
         except Exception as err:  # a remote retriever may be down; the agent must hear about it, not crash
+            self.tool_errors += 1
             return Outcome(info=f"Search failed: {err}", extra={"search_error": str(err)})
         self._searched.add(normalize_answer(query))
         return Outcome(info=format_hits(hits), extra={"hits": [h.id for h in hits]})

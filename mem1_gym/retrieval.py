@@ -29,7 +29,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -133,6 +133,20 @@ def default_cache_dir() -> Path:
 _META = "mem1_index.json"
 
 
+def _index_files(directory: Path) -> dict[str, list]:
+    """``{file name: [size, sha256]}`` of an index directory's files (the meta file aside)."""
+    out: dict[str, list] = {}
+    for path in sorted(directory.iterdir()):
+        if path.name == _META or not path.is_file():
+            continue
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[path.name] = [path.stat().st_size, h.hexdigest()]
+    return out
+
+
 class BM25sRetriever:
     """BM25 over a corpus with ``bm25s``; the index is built once, saved, and memory-mapped.
 
@@ -141,6 +155,11 @@ class BM25sRetriever:
     directory next to it and renamed into place, so a concurrent process sees
     either no index or a whole one; when two processes build at once, the
     first rename wins and the other uses the winner's index.
+
+    The meta file records each index file's size and SHA-256 at build; opening
+    checks them (hashing costs about a second per GB of index), so a truncated,
+    altered or missing file is never loaded: the index is rebuilt, atomically,
+    in its place.
 
     Attributes:
         built: True when this instance built the index, False when it loaded a saved one.
@@ -164,12 +183,22 @@ class BM25sRetriever:
         self.built = False
         if not self._valid():
             self._build()
-        self._load()
+        try:
+            self._load()
+        except Exception:  # noqa: BLE001 - an index that verifies but does not load (another bm25s version)
+            if self.built:
+                raise
+            self._build()
+            self._load()
 
     def _valid(self) -> bool:
-        """Whether ``index_dir`` holds a finished index for this corpus and analyser."""
+        """Whether ``index_dir`` holds a finished, intact index for this corpus and analyser."""
         try:
-            return json.loads((self.index_dir / _META).read_text()) == self._meta
+            meta = json.loads((self.index_dir / _META).read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+                return False
+            files = meta.pop("files")
+            return meta == self._meta and _index_files(self.index_dir) == files
         except (OSError, ValueError):
             return False
 
@@ -194,8 +223,9 @@ class BM25sRetriever:
             ) from None
         try:
             model.save(tmp, show_progress=False)
-            # The meta file is written last: its presence marks a finished index.
-            (tmp / _META).write_text(json.dumps(self._meta))
+            # The meta file is written last: its presence marks a finished index, its
+            # sizes and hashes let a later open tell an intact index from a damaged one.
+            (tmp / _META).write_text(json.dumps({**self._meta, "files": _index_files(tmp)}))
             self._install(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -271,10 +301,11 @@ class RankBM25Retriever:
 
 # ----------------------------------------------------------------------------- registry
 
-#: A backend factory: (spec, corpus, fingerprint) -> Retriever. ``spec`` is the
+#: A backend factory: (spec, corpus, fingerprint, **options) -> Retriever. ``spec`` is the
 #: full string the user gave (e.g. ``http://127.0.0.1:8000``), so a backend can
-#: read its own parameters from it.
-RetrieverFactory = Callable[[str, Sequence["Passage"], "str | None"], Retriever]
+#: read its own parameters from it; ``options`` are the keyword options of
+#: :func:`make_retriever` (e.g. ``timeout``/``retries`` of the http backend).
+RetrieverFactory = Callable[..., Retriever]
 
 #: Backend name -> factory. A spec selects a backend by exact name, or by its
 #: URL scheme (the part before ``://``), so ``register_retriever_backend("http", ...)``
@@ -284,7 +315,7 @@ RETRIEVER_BACKENDS: dict[str, RetrieverFactory] = {
     "rank_bm25": lambda spec, corpus, fingerprint: RankBM25Retriever(corpus),
 }
 
-_cache: dict[tuple[str, str], Retriever] = {}
+_cache: dict[tuple[str, str, tuple], Retriever] = {}
 _cache_lock = threading.Lock()
 
 
@@ -304,24 +335,33 @@ def _backend_for(spec: str) -> RetrieverFactory:
     raise ValueError(f"unknown retriever {spec!r}; known backends: {known} (URL backends are selected by scheme)")
 
 
-def make_retriever(spec: str | Retriever, corpus: Sequence[Passage], fingerprint: str | None = None) -> Retriever:
-    """The retriever ``spec`` names, over ``corpus``; cached per process by (spec, fingerprint).
+def make_retriever(spec: str | Retriever, corpus: Sequence[Passage], fingerprint: str | None = None, **options: Any) -> Retriever:
+    """The retriever ``spec`` names, over ``corpus``; cached per process by (spec, fingerprint, options).
 
     Args:
         spec: a backend name (``bm25s``, ``rank_bm25``, a registered URL scheme's
             ``scheme://...``) or a ready :class:`Retriever`, returned as is.
         corpus: the passages to search.
         fingerprint: identifies the corpus content; computed from it when None.
+        options: backend options, e.g. ``timeout=``/``retries=`` for ``http://`` servers.
+
+    Raises:
+        ValueError: an unknown backend, or options the backend does not take.
     """
     if not isinstance(spec, str):
         if isinstance(spec, Retriever):
             return spec
         raise TypeError(f"retriever must be a backend name or a Retriever, got {type(spec).__name__}")
     factory = _backend_for(spec)
-    key = (spec, fingerprint or corpus_fingerprint(corpus))
+    key = (spec, fingerprint or corpus_fingerprint(corpus), tuple(sorted(options.items())))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = factory(spec, corpus, key[1])
+            try:
+                _cache[key] = factory(spec, corpus, key[1], **options)
+            except TypeError:
+                if not options:
+                    raise
+                raise ValueError(f"the {spec!r} retriever takes no options {sorted(options)}") from None
         return _cache[key]
 
 

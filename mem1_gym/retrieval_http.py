@@ -192,9 +192,9 @@ def _error_message(data: bytes) -> str:
     return json.dumps(payload)[:200]
 
 
-def _factory(spec: str, corpus: Sequence[Any], fingerprint: str | None) -> HttpRetriever:
+def _factory(spec: str, corpus: Sequence[Any], fingerprint: str | None, timeout: float = 30.0, retries: int = 3) -> HttpRetriever:
     # The server owns the corpus; the local one is not needed by the client.
-    return HttpRetriever(spec)
+    return HttpRetriever(spec, timeout=timeout, retries=retries)
 
 
 def register() -> None:

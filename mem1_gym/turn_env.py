@@ -15,8 +15,11 @@ Action: the agent's whole turn text. Every step's ``info`` holds:
 * ``new_segments``: segments appended by this call (dicts, see :class:`~mem1_gym.memory.Segment`);
 * ``visible_ids``: ids of the segments visible for the next generation;
 * ``context_tokens``: their total size;
-* ``metrics`` at episode end: ``turns``, ``peak_tokens``, ``dependency``,
-  ``invalid_turns`` and the task's own (``em``/``f1`` or ``reward``).
+* ``metrics``: ``turns``, ``peak_tokens``, ``dependency``, ``invalid_turns`` and the task's
+  own (``em``/``f1``, ``tool_errors`` or ``reward``). They are **running** values, in every
+  ``info`` (reset included), so a wrapper that ends the episode from outside (``TimeLimit``,
+  a vector env's autoreset) still leaves them in the last step's ``info``; on the step that
+  ends the episode they are the episode's final metrics.
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ from .spaces import UnicodeText
 #: Default bound of the observation space. ``AsyncVectorEnv`` reserves 4 bytes per character of it in
 #: shared memory, so it is a real budget: an episode whose visible context outgrows it is truncated.
 MAX_OBSERVATION_CHARS = 2**20
+
+
+class RefusedAction(str):
+    """An action a wrapper has already refused (too long, not encodable, ...).
+
+    The env records its text (which the wrapper bounded) as the action segment and
+    counts an invalid turn explaining ``reason``; wrappers in between pass it on as
+    the plain string it is.
+    """
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> "RefusedAction":
+        """Wrap ``text`` with the refusal ``reason`` (one sentence, no final period)."""
+        obj = super().__new__(cls, text)
+        obj.reason = reason
+        return obj
 
 
 @dataclass
@@ -151,7 +171,7 @@ class TurnEnv(gym.Env[str, str]):
             info = self._step_info([], valid=False, error="the episode has ended; call reset() to start a new one", tool_result={})
             return self.transcript.visible_text(), 0.0, True, False, info
 
-        text = action if isinstance(action, str) else ""
+        text = str(action) if isinstance(action, str) else ""
         too_long = len(text) > self.max_action_chars
         if too_long:
             text = text[: self.max_action_chars]
@@ -159,6 +179,8 @@ class TurnEnv(gym.Env[str, str]):
 
         if not isinstance(action, str):
             turn = Turn(None, None, None, f"the action must be text, got {type(action).__name__}")
+        elif isinstance(action, RefusedAction):
+            turn = Turn(None, None, None, action.reason)
         elif too_long:
             turn = Turn(None, None, None, f"the turn is {len(action)} characters long; the limit is {self.max_action_chars}")
         else:
@@ -213,7 +235,7 @@ class TurnEnv(gym.Env[str, str]):
     # -- helpers --------------------------------------------------------------
 
     def metrics(self) -> dict[str, float]:
-        """Episode metrics so far (reported in ``info["metrics"]`` at the end)."""
+        """Episode metrics so far (``info["metrics"]`` of every step; final on the step that ends the episode)."""
         return {
             "turns": self.turn,
             "invalid_turns": self.invalid_turns,
@@ -230,7 +252,8 @@ class TurnEnv(gym.Env[str, str]):
             "new_segments": new_segments,
             "visible_ids": list(self.transcript.visible_ids),
             "context_tokens": self.transcript.context_tokens,
+            # Running values on every step: whoever ends the episode (this env, TimeLimit, a
+            # vector env) finds them in the last info.
+            "metrics": self.metrics(),
         }
-        if self.episode_over and new_segments:
-            info["metrics"] = self.metrics()
         return info

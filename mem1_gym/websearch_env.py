@@ -13,9 +13,12 @@ The reward is the F1 sum over objectives (EM is reported in the metrics too).
 Backends (``search=``): ``local`` (default) serves the embedded corpus as a web site
 on loopback, one page per passage, shared by every env of the process; ``searxng:URL``
 and ``serper[:ENV_VAR]`` use online search APIs (see :mod:`mem1_gym.web.search`).
-Every fetch has a timeout, a size limit, a content-type check and a host allow-list
-(by default only the local web's address with the local backend); failures reach the
-agent as ``<info>`` text, never as exceptions.
+Every fetch has a total deadline, a size limit, a content-type check and an address
+policy (:mod:`mem1_gym.web.fetch`): with the local backend only the local web's address
+is open; with an online one any public host, while loopback, private, link-local,
+multicast and reserved addresses are refused on every hop (redirects and DNS
+rebinding included) unless ``allow_private_hosts=True``. Failures reach the agent as
+``<info>`` text, never as exceptions; failed searches count in ``metrics["tool_errors"]``.
 """
 
 from __future__ import annotations
@@ -57,10 +60,15 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
         search: ``"local"`` (default), ``"searxng:http://host:port"``, ``"serper"``/``"serper:ENV_VAR"``,
             or a :class:`~mem1_gym.web.search.WebSearch` instance.
         page_chars: an opened page's text is cut to this many characters.
-        fetch_timeout: seconds per HTTP request (search and open).
+        fetch_timeout: total seconds per fetch (a search request, or opening a page with its
+            redirects): a server that drips its answer cannot hold a step longer.
         max_page_bytes: larger page bodies are cut before parsing.
-        open_hosts: ``host:port`` values pages may be opened from; by default the local web's
-            address with the local backend, any http(s) host with an online one.
+        open_hosts: ``host`` / ``host:port`` values pages may be opened from; by default the local
+            web's address with the local backend, any public host with an online one. An IP
+            literal (or ``localhost``) listed here may be private: naming it is the opt-in.
+        allow_private_hosts: let the agent open loopback, private, link-local and other
+            non-public addresses (off by default: an agent, or a page it reads, could otherwise
+            reach services of the machine or its network, such as cloud metadata).
         max_turns: by default ``5 * n_objectives + 2`` (a search and an open per hop, two hops each, and slack).
         qa_kwargs: :class:`~mem1_gym.qa_env.MultiObjectiveQAEnv`'s arguments (``memory``, ``dataset``,
             ``split``, ``retriever``, ``topk``, ``tags``, ``format_penalty``, ``dataset_seed``, ...).
@@ -77,6 +85,7 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
         fetch_timeout: float = 10.0,
         max_page_bytes: int = 1 << 20,
         open_hosts: Collection[str] | None = None,
+        allow_private_hosts: bool = False,
         max_turns: int | None = None,
         **qa_kwargs: Any,
     ):
@@ -89,6 +98,7 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
         self.page_chars = int(page_chars)
         self.fetch_timeout = float(fetch_timeout)
         self.max_page_bytes = int(max_page_bytes)
+        self.allow_private_hosts = bool(allow_private_hosts)
         self.site: LocalWebServer | None = None
         if search == "local":
             key = (self.dataset.name, self.dataset.fingerprint, retriever if isinstance(retriever, str) else id(retriever))
@@ -137,8 +147,10 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
         try:
             results = self.web_search.search(query, self.topk)
         except WebError as err:
+            self.tool_errors += 1
             return Outcome(info=f"Search failed: {err}", extra={"search_error": str(err)})
         except Exception as err:  # a pluggable backend may fail in its own way; the agent hears about it
+            self.tool_errors += 1
             message = f"{type(err).__name__}: {err}"
             return Outcome(info=f"Search failed: {message}", extra={"search_error": message})
         key = normalize_answer(query)
@@ -157,7 +169,13 @@ class WebSearchQAEnv(MultiObjectiveQAEnv):
             return self._refuse("the URL is empty; copy a URL from the search results.")
         url = self._resolve(target)
         try:
-            page = fetch_page(url, timeout=self.fetch_timeout, max_bytes=self.max_page_bytes, allowed_hosts=self.open_hosts)
+            page = fetch_page(
+                url,
+                timeout=self.fetch_timeout,
+                max_bytes=self.max_page_bytes,
+                allowed_hosts=self.open_hosts,
+                allow_private=self.allow_private_hosts,
+            )
         except WebError as err:
             return Outcome(info=f"Could not open the page: {err}", extra={"open_error": str(err)})
         self._opened.append(url)

@@ -262,3 +262,31 @@ def test_example_config_loads():
     path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "eval_oracle_qa.yaml"
     config = config_from_args(["--config", str(path)])
     assert config.memories == ["full", "mem1", "window:1"] and config.objectives == [1, 2, 4, 8, 16]
+
+
+def test_eval_with_the_retriever_down_reports_tool_errors(tmp_path, capsys):
+    """EM 0 because the retriever is down must not read as the agent failing: a column and a warning say so."""
+    import socket
+
+    from mem1_agent.cli import main
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    kwargs = f'{{"retriever": "{dead}", "retriever_retries": 0, "retriever_timeout": 1, "dataset_size": 300}}'
+    code = main(["eval", "--policy", "oracle", "--envs", "mem1_gym/MultiObjectiveQA-v0", "--memory", "mem1",
+                 "--objectives", "1", "--seeds", "0", "--episodes", "2", "--env-kwargs", kwargs,
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "| tool errors/ep |" in captured.out
+    assert "warning: tool calls failed" in captured.err and "MultiObjectiveQA-v0 mem1 N=1" in captured.err
+    (row,) = read_results(tmp_path / "results.csv")
+    assert float(row["em"]) == 0.0 and float(row["tool_errors"]) > 0
+    # A run whose tools work has a zero count and no warning.
+    main(["eval", "--policy", "oracle", "--envs", "mem1_gym/MultiObjectiveQA-v0", "--memory", "mem1", "--objectives", "1",
+          "--seeds", "0", "--episodes", "1", "--env-kwargs", '{"dataset_size": 300}', "--out", str(tmp_path / "ok"),
+          "--no-progress"])
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert [float(r["tool_errors"]) for r in read_results(tmp_path / "ok" / "results.csv")] == [0.0]

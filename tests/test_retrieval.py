@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -180,3 +181,41 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="MEM1_CACHE_DIR"):
         BM25sRetriever(_tiny_corpus(), cache_dir=blocker / "idx")
+
+
+def _corrupt(index_dir, kind: str) -> None:
+    files = sorted(p for p in index_dir.iterdir() if p.name != "mem1_index.json")
+    data = next(p for p in files if p.name.startswith("data"))
+    vocab = next(p for p in files if p.name.startswith("vocab"))
+    if kind == "truncated":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif kind == "flipped byte":  # same size, a score changed: wrong hits if loaded
+        raw = bytearray(data.read_bytes())
+        raw[-3] ^= 0x40
+        data.write_bytes(bytes(raw))
+    elif kind == "deleted file":
+        vocab.unlink()
+    elif kind == "extra bytes":
+        with data.open("ab") as fh:
+            fh.write(b"\0" * 64)
+    elif kind == "valid other json":  # parses, but maps words to other ids
+        raw = json.loads(vocab.read_text())
+        words = sorted(raw)
+        vocab.write_text(json.dumps(dict(zip(words, reversed([raw[w] for w in words])))))
+    elif kind == "meta without sizes":  # an index from before sizes and hashes were recorded
+        meta = json.loads((index_dir / "mem1_index.json").read_text())
+        del meta["files"]
+        (index_dir / "mem1_index.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped byte", "deleted file", "extra bytes", "valid other json", "meta without sizes"])
+def test_damaged_index_is_verified_and_rebuilt(tmp_path, kind):
+    corpus = generate_world(0, 300).corpus
+    queries = ["born", corpus[5].title, corpus[17].title + " founded"]
+    expected = BM25sRetriever(corpus, cache_dir=tmp_path / "reference").search(queries, 5)
+    BM25sRetriever(corpus, cache_dir=tmp_path / "idx")
+    _corrupt(tmp_path / "idx", kind)
+    reopened = BM25sRetriever(corpus, cache_dir=tmp_path / "idx")
+    assert reopened.built and reopened.search(queries, 5) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "reference"]  # replaced in place, nothing left over
+    assert not BM25sRetriever(corpus, cache_dir=tmp_path / "idx").built  # the rebuilt index verifies

@@ -201,9 +201,10 @@ def test_overflow_truncates_the_episode_with_a_reason(tok):
     assert n <= limit < len(info["input_ids"])
     assert n in {end for _, _, end in info["spans"]}
     assert obs["input_ids"][:n].tolist() == info["input_ids"][:n]
-    # The episode is over for the wrapper even though the text env could go on.
+    # The episode is over for the wrapper even though the text env could go on; its metrics stay final.
+    final = info["metrics"]
     _, reward, term, _, info = env.step(search_turn(99))
-    assert term and reward == 0.0 and "reset()" in info["error"]
+    assert term and reward == 0.0 and "reset()" in info["error"] and info["metrics"] == final
 
 
 def test_prompt_longer_than_max_length_is_a_clear_error(tok):
@@ -293,3 +294,66 @@ def test_works_in_sync_vector_env(tok):
     assert obs["input_ids"].shape == (2, 256)
     assert (obs["attention_mask"].sum(1) > info["prefix_len"]).all()
     venv.close()
+
+
+class _LengthRecordingTokenizer:
+    """The real tiny tokenizer, recording the length of every text it is asked to tokenize."""
+
+    def __init__(self, tok):
+        self._tok = tok
+        self.longest = 0
+
+    def __call__(self, text, **kwargs):
+        self.longest = max(self.longest, len(text))
+        return self._tok(text, **kwargs)
+
+    def __len__(self):
+        return len(self._tok)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):  # copy/pickle probes: not the tokenizer's business
+            raise AttributeError(name)
+        return getattr(self.__dict__["_tok"], name)
+
+
+def test_a_10mb_action_is_refused_before_it_is_tokenized(tok):
+    spy = _LengthRecordingTokenizer(tok)
+    env = TokenizedEnv(SecretNumberEnv(memory="mem1"), spy, max_length=512, max_action_tokens=256)
+    env.reset(seed=0)
+    spy.longest = 0
+    action = "<IS> é中 </IS><query> " + "é中🙂" * 3_500_000 + " </query>"  # ~10.5 M characters, non-ASCII
+    obs, reward, term, trunc, info = env.step(action)
+    assert not info["valid"] and "characters long; the limit is 100000" in info["error"]
+    # Only a bounded prefix was tokenized: max_action_bytes (16 per token of max_action_tokens) at most.
+    assert 0 < spy.longest <= 16 * 256
+    action_seg = info["new_segments"][0]
+    # Cut at a token boundary: a character split across tokens decodes as U+FFFD at the very end.
+    assert action.startswith(action_seg["text"].rstrip("\ufffd")) and len(info["segment_ids"][action_seg["id"]]) == 256
+    assert not term and not trunc and env.observation_space.contains(obs)
+    # The episode goes on normally.
+    _, _, _, _, info = env.step(search_turn(1))
+    assert info["valid"]
+
+
+def test_long_id_and_byte_actions_are_invalid_turns(tok):
+    env = TokenizedEnv(SecretNumberEnv(memory="mem1"), tok, max_length=512, max_action_tokens=40, max_action_bytes=300)
+    env.reset(seed=0)
+    ids = np.array(tok(search_turn(0) * 20, add_special_tokens=False)["input_ids"] * 50_000)  # millions of ids
+    _, _, _, _, info = env.step(ids)
+    assert not info["valid"] and info["error"] == f"Invalid turn: the turn is {len(ids)} tokens long; the limit is 40."
+    seg = info["new_segments"][0]
+    assert info["segment_ids"][seg["id"]] == ids[:40].tolist()  # the policy's ids, kept verbatim up to the bound
+    _, _, _, _, info = env.step("<IS> " + "ü" * 200 + " </IS><query> x </query>")
+    assert not info["valid"] and "bytes long in UTF-8; the limit is 300" in info["error"]
+    _, _, _, _, info = env.step("<IS> " + "w " * 45 + "</IS><query> x </query>")
+    assert not info["valid"] and "tokens long; the limit is 40" in info["error"]
+    assert len(info["segment_ids"][info["new_segments"][0]["id"]]) == 40
+
+
+def test_a_lone_surrogate_is_an_invalid_turn_with_a_clear_message(tok):
+    env = TokenizedEnv(SecretNumberEnv(memory="mem1"), tok, max_length=512)
+    env.reset(seed=0)
+    _, _, term, _, info = env.step("<IS> a\ud800b </IS><query> secret </query>")
+    assert not info["valid"] and not term
+    assert "unpaired surrogate '\\ud800' at character 6" in info["error"]
+    assert info["new_segments"][0]["text"] == "<IS> a?b </IS><query> secret </query>"

@@ -73,3 +73,16 @@ def test_maskable_ppo_smoke() -> None:
         obs, _, terminated, truncated, _ = env.step(int(action))
         if terminated or truncated:
             break
+
+
+def test_invalid_penalty_is_off_by_default_and_charged_on_refused_choices() -> None:
+    with pytest.raises(ValueError, match="invalid_penalty"):
+        _env(invalid_penalty=-1.0)
+    env = _env(invalid_penalty=0.25)
+    env.reset(seed=1)
+    _, reward, _, _, info = env.step(FIXED_SLOTS.index("buy now"))  # masked out on the search page
+    assert not info["valid"] and reward == -0.25
+    _, reward, _, _, info = env.step(env.num_choices + 5)  # outside the action space altogether
+    assert not info["valid"] and reward == -0.25
+    _, reward, _, _, info = env.step(0)  # a valid search costs nothing
+    assert info["valid"] and reward == 0.0

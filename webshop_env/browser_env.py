@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,8 +158,10 @@ class WebShopBrowserEnv(ShopEnvBase):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Open a fresh session's search page for a goal drawn like :class:`~webshop_env.env.WebShopEnv` does."""
         index = self._draw_goal(seed, options, self.num_goals)
-        # A fresh session per episode keeps envs sharing one server apart.
-        self._navigate(lambda: self.driver.get(self.base_url + Route.search(f"b{uuid.uuid4().hex[:12]}_{index}").path()))
+        # A session per episode keeps envs sharing one server apart; it is drawn from the seeded
+        # generator so that reset(seed=s) gives the same URLs (Gymnasium's determinism check).
+        session = f"b{int(self.np_random.integers(2**48)):012x}_{index}"
+        self._navigate(lambda: self.driver.get(self.base_url + Route.search(session).path()))
         self.goal_text = self.view.instruction
         self.done, self.notice = False, ""
         if self.render_mode == "human":

@@ -7,6 +7,16 @@
     load_dataset("wiki-vital")                       # 10,033 Wikipedia summaries
     load_dataset("nq_test.jsonl", corpus="wiki.jsonl")   # FlashRAG questions + corpus
     load_dataset("train.parquet", corpus="wiki.jsonl")   # MEM1 parquet + corpus
+
+Splits (``dataset.split(name)``, the env's ``split=``):
+
+* ``train`` / ``test``: disjoint, a seeded 90/10 split of the questions
+  (:func:`~mem1_gym.data.splits.split_train_test`; ``split_seed`` picks another one). For the
+  fictional world the seed also involves the world's seed and size, so every world has its own.
+* ``all`` (question files only): every question of the file, in file order, e.g. to evaluate
+  on a test file you made yourself.
+
+The corpus is shared by all splits: only the questions are split.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ def load_dataset(
 ) -> QADataset:
     """Load or generate a dataset; cached per process (vector envs build several envs at once).
 
+    Files are cached by content, not by name: the cache key holds each file's size, inode and
+    modification/change times (ns), and the question file's SHA-256, so a file edited (or
+    replaced) in place is read again.
+
     Args:
         spec: ``"fictional"``, ``"wiki-vital"``, a path to FlashRAG questions
             (``.jsonl``/``.json``) or a MEM1 ``.parquet``, or a :class:`QADataset` (returned as is).
@@ -52,16 +66,35 @@ def load_dataset(
         raise TypeError(f"dataset must be a name, a path or a QADataset, got {type(spec).__name__}")
     spec = os.fspath(spec)
     corpus_key = os.path.abspath(os.fspath(corpus)) if corpus is not None else None
+    stamp: tuple = ()
     if spec == "fictional":
         size = size or DEFAULT_FICTIONAL_SIZE  # one cache entry for the default, named or not
     elif spec != "wiki-vital":
         spec = os.path.abspath(spec)
-    return _load_cached(spec, seed, size, split_seed, corpus_key)
+        stamp = (_file_stamp(spec, digest=True), _file_stamp(corpus_key, digest=False))
+    return _load_cached(spec, seed, size, split_seed, corpus_key, stamp)
+
+
+def _file_stamp(path: str | None, digest: bool) -> tuple:
+    """What identifies a file's content for the cache: size, inode, mtime and ctime (ns), and
+    optionally its hash (question files are small; a corpus can be many GB)."""
+    if path is None:
+        return ()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()  # the loader reports the missing file
+    stamp: tuple = (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    if digest:
+        from .formats import file_digest
+
+        stamp += (file_digest(path),)
+    return stamp
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(spec: str, seed: int, size: int | None, split_seed: int, corpus: str | None) -> QADataset:
-    """:func:`load_dataset` on normalised, hashable arguments."""
+def _load_cached(spec: str, seed: int, size: int | None, split_seed: int, corpus: str | None, stamp: tuple) -> QADataset:
+    """:func:`load_dataset` on normalised, hashable arguments (``stamp`` keys the files' content)."""
     if spec == "fictional":
         if corpus is not None:
             raise ValueError("the fictional dataset generates its own corpus; do not pass corpus=")

@@ -11,7 +11,9 @@ URL, snippet). Chosen by a spec string (:func:`make_web_search`):
   ``organic`` with ``title``/``link``/``snippet``); the key is read from the
   environment variable (``SERPER_API_KEY`` by default), never from a file.
 
-Failures raise :class:`~mem1_gym.web.fetch.WebError` with a message for the agent.
+A backend's requests go only to its own configured host (at whatever address the
+user chose, loopback included); redirects elsewhere are refused. Failures raise
+:class:`~mem1_gym.web.fetch.WebError` with a message for the agent.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def _results(payload: Any, list_key: str, url_key: str, snippet_key: str, source
     return out
 
 
+def _own_host(url: str) -> dict[str, Any]:
+    """Fetch options for a backend's own, user-configured URL: that host only, at any address
+    (a SearxNG on loopback is common); redirects elsewhere are refused."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {"allowed_hosts": {f"{parts.hostname}:{port}"}, "allow_private": True}
+
+
 def _base(url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -78,7 +88,7 @@ class LocalWebSearch:
     def search(self, query: str, k: int) -> list[SearchResult]:
         """Results from ``GET /search?q=...&k=...``."""
         url = f"{self.base_url}/search?{urlencode({'q': query, 'k': k})}"
-        return _results(http_json(url, timeout=self.timeout), "results", "url", "snippet", "the local web", k)
+        return _results(http_json(url, timeout=self.timeout, **_own_host(url)), "results", "url", "snippet", "the local web", k)
 
 
 class SearxNGSearch:
@@ -93,7 +103,8 @@ class SearxNGSearch:
     def search(self, query: str, k: int) -> list[SearchResult]:
         """Results from ``GET /search?q=...&format=json``."""
         url = f"{self.base_url}/search?{urlencode({'q': query, 'format': 'json', **self.params})}"
-        return _results(http_json(url, timeout=self.timeout), "results", "url", "content", f"SearxNG at {self.base_url}", k)
+        payload = http_json(url, timeout=self.timeout, **_own_host(url))
+        return _results(payload, "results", "url", "content", f"SearxNG at {self.base_url}", k)
 
 
 class SerperSearch:
@@ -115,6 +126,7 @@ class SerperSearch:
             method="POST",
             data=json.dumps({"q": query, "num": int(k)}).encode("utf-8"),
             headers={"X-API-KEY": key, "Content-Type": "application/json"},
+            **_own_host(self.endpoint),
         )
         return _results(payload, "organic", "link", "snippet", "the Serper API", k)
 

@@ -11,7 +11,10 @@ unchanged:
   order; the rest hold option values in page order.
 * **masks**: :meth:`WebShopChoiceEnv.action_masks` marks the slots the current
   page offers (MaskablePPO calls it); a masked-out choice given anyway is sent as
-  an invalid action and refused by the env.
+  an invalid action and refused by the env. Algorithms without masks (PPO, A2C,
+  DQN, RecurrentPPO) only learn to avoid such choices when they cost something:
+  ``invalid_penalty`` (off by default) is subtracted from the reward of every
+  refused choice.
 * **observations**: a fixed-length ``Box`` of word ids of the text observation,
   from a hashed word-level vocabulary (:class:`HashedWordVocabulary`), so no
   tokenizer download is needed.
@@ -58,10 +61,23 @@ class WebShopChoiceEnv(gym.Wrapper):
         max_options: option-value slots.
         obs_length: word ids per observation.
         vocab_size: size of the hashed vocabulary.
+        invalid_penalty: subtracted from the reward of a choice the env refuses (a masked-out
+            slot, or an action the page does not allow); 0 (default) keeps WebShop's reward.
     """
 
-    def __init__(self, env: gym.Env, max_results: int = 10, max_options: int = 24, obs_length: int = 256, vocab_size: int = 8192):
+    def __init__(
+        self,
+        env: gym.Env,
+        max_results: int = 10,
+        max_options: int = 24,
+        obs_length: int = 256,
+        vocab_size: int = 8192,
+        invalid_penalty: float = 0.0,
+    ):
         super().__init__(env)
+        if invalid_penalty < 0:
+            raise ValueError(f"invalid_penalty is subtracted, so it must be >= 0, got {invalid_penalty}")
+        self.invalid_penalty = float(invalid_penalty)
         self.max_results = int(max_results)
         self.max_options = int(max_options)
         self.obs_length = int(obs_length)
@@ -110,6 +126,8 @@ class WebShopChoiceEnv(gym.Wrapper):
         text = self._actions[index] if 0 <= index < self.num_choices else None
         obs, reward, terminated, truncated, info = self.env.step(text if text is not None else f"choice[{index}]")
         info["action_text"] = text
+        if not info.get("valid", True):
+            reward = float(reward) - self.invalid_penalty
         self._layout(info)
         return self._encode(obs), reward, terminated, truncated, info
 

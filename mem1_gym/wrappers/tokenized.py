@@ -31,6 +31,14 @@ Added ``info`` keys (on top of the text env's):
 * ``prefix_len``: see above; 0 after ``reset()``;
 * ``truncation_reason``: set when the context outgrew ``max_length``.
 
+Actions are bounded **before** they are tokenized or converted, so no action
+costs more than a bounded amount of time or memory: an id action longer than
+``max_action_tokens``, or a text action longer than the env's
+``max_action_chars`` characters or ``max_action_bytes`` UTF-8 bytes (or whose
+tokens exceed ``max_action_tokens``, or that is not encodable, e.g. a lone
+surrogate), is an invalid turn with a message saying why, as the text envs
+do. Its action segment keeps the leading part within the bounds (ids verbatim).
+
 When the context exceeds ``max_length`` the episode is truncated
 (``truncated=True``, with ``truncation_reason``) rather than cut mid-segment.
 The observation then holds the leading whole segments that fit; the full
@@ -47,7 +55,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..turn_env import TurnEnv
+from ..turn_env import RefusedAction, TurnEnv
+
+#: Default UTF-8 bytes a text action may have, per token of ``max_action_tokens``: four times
+#: what English text takes (about 4 bytes a token), so only runaway or hostile text is refused.
+BYTES_PER_ACTION_TOKEN = 16
 
 
 def load_tokenizer(tokenizer: Any) -> Any:
@@ -209,6 +221,10 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_length: observation length; longer contexts truncate the episode.
         chat_template: apply the chat template to the prompt (default: if the tokenizer has one).
         system_prompt: optional system message (chat template only).
+        max_action_tokens: longer actions are refused (default: ``max_length``, as a longer one
+            cannot fit in the context anyway).
+        max_action_bytes: text actions with more UTF-8 bytes are refused before tokenizing
+            (default: :data:`BYTES_PER_ACTION_TOKEN` per ``max_action_tokens``).
 
     Observation: ``{"input_ids": int64[max_length], "attention_mask": int64[max_length]}``,
     right-padded with the pad token. Action: token ids (any integer sequence)
@@ -222,10 +238,18 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_length: int = 2048,
         chat_template: bool | None = None,
         system_prompt: str | None = None,
+        max_action_tokens: int | None = None,
+        max_action_bytes: int | None = None,
     ):
         # Recorded so env.spec can rebuild the wrapper stack (gymnasium's checker does).
         gym.utils.RecordConstructorArgs.__init__(
-            self, tokenizer=tokenizer, max_length=max_length, chat_template=chat_template, system_prompt=system_prompt
+            self,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            chat_template=chat_template,
+            system_prompt=system_prompt,
+            max_action_tokens=max_action_tokens,
+            max_action_bytes=max_action_bytes,
         )
         gym.Wrapper.__init__(self, env)
         if not isinstance(env.unwrapped, TurnEnv):
@@ -237,6 +261,12 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.tokenizer = load_tokenizer(tokenizer)
         self.segmenter = SegmentTokenizer(self.tokenizer, chat_template, system_prompt)
         self.max_length = int(max_length)
+        self.max_action_tokens = int(max_action_tokens) if max_action_tokens is not None else self.max_length
+        self.max_action_bytes = (
+            int(max_action_bytes) if max_action_bytes is not None else BYTES_PER_ACTION_TOKEN * self.max_action_tokens
+        )
+        if self.max_action_tokens < 1 or self.max_action_bytes < 1:
+            raise ValueError("max_action_tokens and max_action_bytes must be at least 1")
         self.vocab_size = self.segmenter.vocab_size
         self.pad_token_id = self.segmenter.pad_token_id
         self.observation_space = token_observation_space(self.vocab_size, self.max_length)
@@ -281,18 +311,11 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
             info = {
                 "error": "the episode has ended; call reset() to start a new one",
                 "prefix_len": len(self.context_ids),
+                "metrics": self.env.unwrapped.metrics(),
             }
             assert self._last_obs is not None, "call reset() before step()"
             return self._last_obs, 0.0, True, False, info
-        ids = as_id_list(action)
-        if ids is not None:
-            self.segmenter.check_ids(ids)
-            text = self.segmenter.action_text(ids)
-        elif isinstance(action, str):
-            text = action
-            ids = self.segmenter.text(text)
-        else:
-            raise TypeError(f"the action must be token ids or text, got {type(action).__name__}")
+        text, ids = self._bounded_action(action)
         previous = self.context_ids
         self.counter.begin(resetting=False, staged_text=text, staged_ids=ids)
         _, reward, terminated, truncated, info = self.env.step(text)
@@ -310,6 +333,56 @@ class TokenizedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return self._observation(info), float(reward), bool(terminated), bool(truncated), info
 
     # -- helpers --------------------------------------------------------------
+
+    def _bounded_action(self, action: Any) -> tuple[str, list[int]]:
+        """The action's text and ids; an action over a bound comes back as a :class:`RefusedAction`.
+
+        Every bound is checked before the costly part (converting ids, tokenizing),
+        so a 10 MB action costs what its bounded prefix does.
+        """
+        if isinstance(action, str):
+            return self._bounded_text(action)
+        if isinstance(action, bytes):
+            raise TypeError("the action must be token ids or text, got bytes")
+        try:
+            n = len(action)
+        except TypeError:
+            n = 0  # a scalar (0-d array): one id at most
+        if n > self.max_action_tokens:
+            action = action[: self.max_action_tokens]
+        ids = as_id_list(action)
+        if ids is None:
+            raise TypeError(f"the action must be token ids or text, got {type(action).__name__}")
+        self.segmenter.check_ids(ids)
+        text = self.segmenter.action_text(ids)
+        if n > self.max_action_tokens:
+            return RefusedAction(text, f"the turn is {n} tokens long; the limit is {self.max_action_tokens}"), ids
+        return text, ids
+
+    def _bounded_text(self, text: str) -> tuple[str, list[int]]:
+        """Bound a text action by characters, encodability and bytes, then tokenize what is left."""
+        reason = None
+        max_chars = self.env.unwrapped.max_action_chars
+        if len(text) > max_chars:
+            reason = f"the turn is {len(text)} characters long; the limit is {max_chars}"
+            text = text[:max_chars]
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            reason = reason or (
+                f"the turn is not valid Unicode text (an unpaired surrogate {text[err.start]!r} at character {err.start})"
+            )
+            data = text.encode("utf-8", errors="replace")  # '?' in place of each surrogate
+            text = data.decode("utf-8")
+        if len(data) > self.max_action_bytes:
+            reason = reason or f"the turn is {len(data)} bytes long in UTF-8; the limit is {self.max_action_bytes}"
+            text = data[: self.max_action_bytes].decode("utf-8", errors="ignore")
+        ids = self.segmenter.text(text)
+        if len(ids) > self.max_action_tokens:
+            reason = reason or f"the turn is {len(ids)} tokens long; the limit is {self.max_action_tokens}"
+            ids = ids[: self.max_action_tokens]
+            text = self.segmenter.action_text(ids)
+        return (RefusedAction(text, reason) if reason else text), ids
 
     def spans(self) -> list[tuple[int, int, int]]:
         """``(segment id, start, end)`` of each visible segment in the current context."""
