@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mem1_agent.checkpoint import CHECKPOINT_FILE
+from mem1_agent.checkpoint import checkpoint_info, load_tensors, read_snapshot
 from mem1_agent.cli import main
 from mem1_agent.models import load_policy
 
@@ -21,7 +21,11 @@ PRESET = ROOT / "examples" / "configs" / "qa2_tiny.yaml"
 
 
 def _step(out: Path) -> int:
-    return torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["step"]
+    return checkpoint_info(out)["step"]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return read_snapshot(out, "checkpoint")[1]["model.safetensors"]
 
 
 def test_train_runs_end_to_end_and_resumes(tmp_path, capsys):
@@ -31,18 +35,18 @@ def test_train_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
     results = json.loads((out / "results.json").read_text())
     assert set(results["after"]["2"]) >= {"em", "reward", "peak_tokens"}
-    first = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    first = _weights(out)
     # Same command with more iterations continues the run from iteration 1.
     assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=2"]) == 0
     assert "resumed" in capsys.readouterr().out
     assert _step(out) == 2
-    second = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    second = _weights(out)
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
 def test_sft_then_grpo_algorithms_run(tmp_path):
     assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'sft'}", "train.algorithm=sft"]) == 0
-    state = torch.load(tmp_path / "sft" / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    state = checkpoint_info(tmp_path / "sft")
     assert state["extra"]["phase"] == "sft" and state["step"] == 2
     assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'grpo'}", "train.algorithm=grpo", "train.iterations=1"]) == 0
     assert _step(tmp_path / "grpo") == 1
@@ -51,7 +55,7 @@ def test_sft_then_grpo_algorithms_run(tmp_path):
 def test_sft_then_ppo_uses_the_sft_model_as_kl_reference(tmp_path):
     out = tmp_path / "sftppo"
     assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo", "train.iterations=1"]) == 0
-    reference = torch.load(out / "reference.pt", map_location="cpu", weights_only=False)["lm"]
+    reference, _ = load_tensors(out, "reference")
     initial, _ = load_policy("tiny", seed=0)
     assert any(not torch.equal(v, initial.lm.state_dict()[k]) for k, v in reference.items())
 
@@ -60,7 +64,7 @@ def test_ppo_with_a_separate_critic_checkpoints_and_resumes_it(tmp_path):
     out = tmp_path / "critic"
     args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "model.critic=tiny-qwen2"]
     assert main([*args, "train.iterations=1"]) == 0
-    state = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    state = _weights(out)
     assert any(k.startswith("critic.") for k in state) and any(k.startswith("lm.") for k in state)
     assert main([*args, "train.iterations=2"]) == 0
     assert _step(out) == 2
