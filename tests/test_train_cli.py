@@ -92,3 +92,85 @@ def test_two_processes_on_accelerate_keep_parameters_identical(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["ranks_in_sync"] is True
     assert _step(out) == 1
+
+
+def _scalar_steps(tb_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return [event.step for event in acc.Scalars(tag)]
+
+
+def test_tensorboard_steps_rerun_after_a_resume_are_not_duplicated(tmp_path, monkeypatch):
+    from mem1_agent.train import Trainer
+
+    out = tmp_path / "tb-run"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft", "sft.steps=3", "train.save_every=2"]
+    real_save = Trainer.save
+
+    def killed_at_step_3(self):
+        if self.state.step == 3:
+            raise KeyboardInterrupt("killed after logging step 3, before its checkpoint")
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "save", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.undo()
+    assert _step(out) == 2
+    assert main(args) == 0  # resumes at 2 and logs step 3 again
+    assert _step(out) == 3
+    assert _scalar_steps(out / "tb" / "sft", "sft/loss") == [1, 2, 3]
+
+
+def test_lora_ppo_checkpoints_adapters_and_head_only_and_resumes(tmp_path):
+    from mem1_agent.checkpoint import load_checkpoint
+    from mem1_agent.config import load_config
+    from mem1_agent.train import build_policy
+
+    out = tmp_path / "lora"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "model.lora={r: 4, alpha: 8}", "model.gradient_checkpointing=true"]
+    assert main([*args, "train.iterations=1"]) == 0
+    first = _weights(out)
+    assert first and all("lora_" in k or k.startswith("value_head.") for k in first)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in first.items())  # the adapters trained
+    # Resume restores exactly the stored adapters and head into a freshly built network.
+    cfg = load_config(out / "config.yaml")
+    model, _ = build_policy(cfg)
+    load_checkpoint(out, model)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in first.items())
+    assert main([*args, "train.iterations=2"]) == 0
+    assert _step(out) == 2
+    assert any(not torch.equal(first[k], v) for k, v in _weights(out).items())
+
+
+@pytest.mark.slow
+def test_lora_sft_then_ppo_resumes_and_exports_a_merged_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mem1_agent.export import load_run
+
+    out = tmp_path / "lora-sftppo"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo", "model.lora={r: 4, alpha: 8}"]
+    assert main([*args, "train.iterations=1"]) == 0
+    adapters, meta = load_tensors(out, "reference")
+    assert meta["kind"] == "lora" and adapters and all("lora_" in k for k in adapters)
+    assert main([*args, "train.iterations=2"]) == 0  # resumes in the PPO phase on the merged SFT base
+    assert _step(out) == 2
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    policy, _ = load_run(out)
+    ids = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(exported(ids).logits, policy(ids)["logits"], atol=1e-4)
+        # ...and it is not the initial model: SFT and PPO both changed it.
+        initial, _ = load_policy("tiny", seed=0)
+        assert not torch.allclose(exported(ids).logits, initial(ids)["logits"], atol=1e-3)
+
+
+def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("model:\n  name: tiny\n")
+    assert main(["export", str(tmp_path), str(tmp_path / "hf")]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
