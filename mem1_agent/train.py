@@ -471,7 +471,11 @@ def cli(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except CheckpointError as err:
+        print(f"mem1 train: {err}", file=sys.stderr)
+        return 2
     if results:
         print(json.dumps(results, indent=2))
     return 0

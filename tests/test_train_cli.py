@@ -174,3 +174,18 @@ def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("model:\n  name: tiny\n")
     assert main(["export", str(tmp_path), str(tmp_path / "hf")]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_train_refuses_a_pickle_checkpoint_in_the_output_dir(tmp_path, capsys):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"step": 1, "model": Exploit()}))
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=1"]) == 2
+    assert "pickle checkpoint of an older mem1 version" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
