@@ -44,6 +44,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .sharding import is_dtensor as is_sharded_tensor
+from .sharding import is_sharded, like_param, local
+
 #: Manifest of the training checkpoint inside an output directory.
 CHECKPOINT_FILE = "checkpoint.json"
 #: Files of the pickle format written by earlier versions; refused, never loaded.
@@ -68,7 +71,7 @@ def encode_tree(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
     """``obj`` as JSON-able data; tensors go into ``tensors`` under their path, tuples and
     non-string-keyed dicts are tagged so :func:`decode_tree` gives back the same structure."""
     if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().cpu().contiguous()
+        tensors[path] = local(obj).detach().cpu().contiguous()
         return {"__tensor__": path}
     if isinstance(obj, np.ndarray):
         return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
@@ -143,35 +146,58 @@ def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def write_snapshot(directory: str | os.PathLike, name: str, tensor_files: dict[str, dict[str, torch.Tensor]], json_files: dict[str, Any]) -> Path:
-    """Write snapshot ``name`` of ``directory`` atomically; returns its manifest path.
+def _rank_world(accelerator: Any) -> tuple[int, int]:
+    if accelerator is None:
+        return 0, 1
+    return accelerator.process_index, accelerator.num_processes
 
-    ``tensor_files`` maps ``*.safetensors`` file names to tensor dicts, ``json_files`` maps
-    ``*.json`` file names to JSON-able data. The previous snapshot of the same name is replaced
-    only once the new one is complete on disk.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    texts = {fname: json.dumps(data, allow_nan=True).encode() for fname, data in json_files.items()}
-    needed = sum(_tensor_bytes(t) for t in tensor_files.values()) + sum(len(t) for t in texts.values()) + 4096
-    if shutil.disk_usage(directory).free < needed:
-        raise CheckpointError(f"no space left on {directory} (needed {needed} bytes)")
-    folder = f"{name}-{secrets.token_hex(6)}"
+
+def _broadcast(accelerator: Any, value: Any) -> Any:
+    """The main process's ``value`` on every process (small Python objects between the run's own processes)."""
+    if _rank_world(accelerator)[1] == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _gather(accelerator: Any, value: Any) -> list[Any]:
+    if _rank_world(accelerator)[1] == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
+def _describe(err: OSError, directory: Path, needed: int) -> str:
+    if _no_space(err):
+        return f"no space left on {directory} (needed {needed} bytes)"
+    return f"cannot write checkpoint in {directory}: {err}"
+
+
+def _write_files(folder: Path, tensor_files: dict[str, dict[str, torch.Tensor]], texts: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """Write, fsync and hash the files; their manifest entries."""
+    files: dict[str, dict[str, Any]] = {}
+    for fname, tensors in tensor_files.items():
+        save_file(tensors, str(folder / fname), metadata={"format": FORMAT})
+    for fname, text in texts.items():
+        (folder / fname).write_bytes(text)
+    for fname in [*tensor_files, *texts]:
+        with open(folder / fname, "rb+") as fh:
+            os.fsync(fh.fileno())
+        files[fname] = {"sha256": _sha256(folder / fname), "bytes": (folder / fname).stat().st_size}
+    return files
+
+
+def _commit(directory: Path, name: str, folder: str, files: dict[str, dict[str, Any]]) -> None:
+    """Rename the written folder into place and point the manifest at it; the previous snapshot goes."""
     tmp = directory / f".{folder}.tmp"
     manifest_tmp = directory / f".{name}.json.tmp-{os.getpid()}"
     old = _current(directory, name) if (directory / f"{name}.json").is_file() else None
     committed = False
     try:
-        tmp.mkdir()
-        files: dict[str, dict[str, Any]] = {}
-        for fname, tensors in tensor_files.items():
-            save_file(tensors, str(tmp / fname), metadata={"format": FORMAT})
-        for fname, text in texts.items():
-            (tmp / fname).write_bytes(text)
-        for fname in [*tensor_files, *texts]:
-            with open(tmp / fname, "rb+") as fh:
-                os.fsync(fh.fileno())
-            files[fname] = {"sha256": _sha256(tmp / fname), "bytes": (tmp / fname).stat().st_size}
         _fsync_dir(tmp)
         os.rename(tmp, directory / folder)
         manifest = {"format": FORMAT, "version": VERSION, "snapshot": folder, "files": files}
@@ -181,17 +207,72 @@ def write_snapshot(directory: str | os.PathLike, name: str, tensor_files: dict[s
         os.replace(manifest_tmp, directory / f"{name}.json")
         committed = True
         _fsync_dir(directory)
-    except OSError as err:
-        if _no_space(err):
-            raise CheckpointError(f"no space left on {directory} (needed {needed} bytes)") from None
-        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         manifest_tmp.unlink(missing_ok=True)
         if not committed:  # the previous manifest still names the previous snapshot
             shutil.rmtree(directory / folder, ignore_errors=True)
     if old is not None and old != folder:
         shutil.rmtree(directory / old, ignore_errors=True)
+
+
+def write_snapshot(
+    directory: str | os.PathLike,
+    name: str,
+    tensor_files: dict[str, dict[str, torch.Tensor]],
+    json_files: dict[str, Any],
+    accelerator: Any = None,
+) -> Path:
+    """Write snapshot ``name`` of ``directory`` atomically; returns its manifest path.
+
+    ``tensor_files`` maps ``*.safetensors`` file names to tensor dicts, ``json_files`` maps
+    ``*.json`` file names to JSON-able data. The previous snapshot of the same name is replaced
+    only once the new one is complete on disk. With an ``accelerator`` of several processes the
+    call is collective: each process writes the files it passes (sharded state: distinct names
+    per process), the main process commits the manifest once all have succeeded.
+    """
+    directory = Path(directory)
+    rank, world = _rank_world(accelerator)
+    texts = {fname: json.dumps(data, allow_nan=True).encode() for fname, data in json_files.items()}
+    needed = sum(_tensor_bytes(t) for t in tensor_files.values()) + sum(len(t) for t in texts.values()) + 4096
+    needed = sum(_gather(accelerator, needed))
+    plan: tuple[str | None, str | None] = (None, None)
+    if rank == 0:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if shutil.disk_usage(directory).free < needed:
+                plan = (None, f"no space left on {directory} (needed {needed} bytes)")
+            else:
+                folder = f"{name}-{secrets.token_hex(6)}"
+                (directory / f".{folder}.tmp").mkdir()
+                plan = (folder, None)
+        except OSError as err:
+            plan = (None, _describe(err, directory, needed))
+    folder, error = _broadcast(accelerator, plan)
+    if error is not None:
+        raise CheckpointError(error)
+    tmp = directory / f".{folder}.tmp"
+    files: dict[str, dict[str, Any]] = {}
+    try:
+        try:
+            files = _write_files(tmp, tensor_files, texts)
+        except OSError as err:
+            error = _describe(err, directory, needed)
+        outcomes = _gather(accelerator, (files, error))
+        if rank == 0:
+            errors = [e for _, e in outcomes if e is not None]
+            error = errors[0] if errors else None
+            if error is None:
+                merged = {k: v for f, _ in outcomes for k, v in f.items()}
+                try:
+                    _commit(directory, name, folder, merged)
+                except OSError as err:
+                    error = _describe(err, directory, needed)
+    finally:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+    error = _broadcast(accelerator, error)
+    if error is not None:
+        raise CheckpointError(error)
     return directory / f"{name}.json"
 
 
@@ -202,8 +283,9 @@ def _current(directory: Path, name: str) -> str | None:
         return None
 
 
-def read_manifest(directory: str | os.PathLike, name: str = "checkpoint", verify: bool = True) -> dict[str, Any]:
-    """The manifest of snapshot ``name`` (checked: format, names, and with ``verify`` every file's hash)."""
+def read_manifest(directory: str | os.PathLike, name: str = "checkpoint", verify: bool = True, only: set[str] | None = None) -> dict[str, Any]:
+    """The manifest of snapshot ``name`` (checked: format, names, and with ``verify`` the hash of
+    every file, or of the files in ``only``)."""
     directory = Path(directory)
     path = directory / f"{name}.json"
     try:
@@ -229,6 +311,8 @@ def read_manifest(directory: str | os.PathLike, name: str = "checkpoint", verify
         if extra:
             raise CheckpointError(f"{snapshot} holds files the manifest does not list ({', '.join(extra)}); refusing to load it")
         for fname, info in files.items():
+            if only is not None and fname not in only:
+                continue
             file = snapshot / fname
             if not file.is_file():
                 raise CheckpointError(f"checkpoint file {file} is missing")
@@ -246,16 +330,21 @@ def _refuse_legacy(directory: Path) -> None:
             )
 
 
-def read_snapshot(directory: str | os.PathLike, name: str) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]] | None:
-    """Verified contents of snapshot ``name``: (json files, tensor files), or None when there is none."""
+def read_snapshot(directory: str | os.PathLike, name: str, only: set[str] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]] | None:
+    """Verified contents of snapshot ``name``: (json files, tensor files), or None when there is none.
+
+    ``only``: read (and verify) just these files, e.g. one process's shards.
+    """
     directory = Path(directory)
     _refuse_legacy(directory)
     if not (directory / f"{name}.json").is_file():
         return None
-    manifest = read_manifest(directory, name)
+    manifest = read_manifest(directory, name, only=only)
     snapshot = directory / manifest["snapshot"]
     jsons, tensors = {}, {}
     for fname in manifest["files"]:
+        if only is not None and fname not in only:
+            continue
         try:
             if fname.endswith(".json"):
                 jsons[fname] = json.loads((snapshot / fname).read_text())
@@ -345,7 +434,7 @@ def model_tensors(module: torch.nn.Module, trainable_only: bool = False) -> tupl
     With ``trainable_only`` (LoRA) only parameters with ``requires_grad`` are kept: the frozen
     base weights come from the base model at load.
     """
-    state = module.state_dict()
+    state = {k: local(v) for k, v in module.state_dict().items()}
     if trainable_only:
         keep = {n for n, p in module.named_parameters() if p.requires_grad}
         state = {k: v for k, v in state.items() if k in keep}
@@ -370,7 +459,8 @@ def load_model_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]
         if target not in state:
             raise CheckpointError(f"{where}: alias {alias!r} points at missing tensor {target!r}")
         state[alias] = state[target]
-    expected = set(module.state_dict())
+    current = module.state_dict()
+    expected = set(current)
     if trainable_only:
         expected = {n for n, p in module.named_parameters() if p.requires_grad}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
@@ -379,25 +469,34 @@ def load_model_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]
             f"{where} does not match the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''} (another model or model.lora setting?)"
         )
+    if any(is_sharded_tensor(v) for v in current.values()):
+        # FSDP2: each process holds its shards; they go back in place (same layout as saved).
+        for k, v in state.items():
+            target = local(current[k])
+            if target.shape != v.shape:
+                raise CheckpointError(f"{where}: shard {k} has shape {tuple(v.shape)}, the model's is {tuple(target.shape)}")
+        with torch.no_grad():
+            for k in expected:
+                local(current[k]).copy_(state[k])
+        return
     try:
         module.load_state_dict(state, strict=not trainable_only)
     except RuntimeError as err:
         raise CheckpointError(f"{where} does not fit the model: {err}") from None
 
 
+def _sharded_like_params(state: dict[str, Any], optimizer: Any) -> dict[str, Any]:
+    """Optimizer state read from local shards, made ``DTensor``s again where the parameters are."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in (state.get("state") or {}).items():
+        if isinstance(index, int) and index < len(params) and isinstance(entry, dict):
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    entry[key] = like_param(value, params[index])
+    return state
+
+
 # -- training checkpoints ------------------------------------------------------------------------
-
-
-def _collective(accelerator: Any, error: str | None) -> None:
-    """Every process learns whether the main process's write failed, so none waits forever."""
-    if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        box = [error]
-        broadcast_object_list(box, from_process=0)
-        error = box[0]
-    if error is not None:
-        raise CheckpointError(error)
 
 
 def save_checkpoint(
@@ -415,20 +514,21 @@ def save_checkpoint(
 
     ``generator`` (e.g. the sampling generator) is saved with each process's RNG state;
     ``trainable_only`` stores only parameters that require grad (LoRA adapters and value head).
+    An FSDP2-sharded model is stored sharded: each process writes its own shards of the
+    parameters and optimizer state (``model.rank<i>.safetensors``, ``state.rank<i>.safetensors``).
     """
     directory = Path(directory)
-    rank = accelerator.process_index if accelerator is not None else 0
+    rank, world = _rank_world(accelerator)
+    module = _unwrap(model, accelerator)
+    sharded = world > 1 and is_sharded(module)
     rng = {"rng": rng_state(), "generator": generator.get_state() if generator is not None else None}
-    rngs = [rng]
-    if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        rngs = gather_object([rng])
-    path = directory / CHECKPOINT_FILE
+    rngs = _gather(accelerator, rng)
+    tensor_files: dict[str, dict[str, torch.Tensor]] = {}
+    json_files: dict[str, Any] = {}
     error = None
-    if rank == 0:
+    if sharded or rank == 0:
         try:
-            weights, aliases = model_tensors(_unwrap(model, accelerator), trainable_only)
+            weights, aliases = model_tensors(module, trainable_only)
             tensors: dict[str, torch.Tensor] = {}
             state = encode_tree(
                 {
@@ -441,14 +541,16 @@ def save_checkpoint(
                 tensors,
                 "state",
             )
-            state["params"] = {"trainable_only": bool(trainable_only), "aliases": aliases}
-            write_snapshot(directory, "checkpoint", {"model.safetensors": weights, "state.safetensors": tensors}, {"state.json": state})
+            state["params"] = {"trainable_only": bool(trainable_only), "aliases": aliases, "shards": world if sharded else 0}
+            suffix = f".rank{rank}" if sharded else ""
+            tensor_files = {f"model{suffix}.safetensors": weights, f"state{suffix}.safetensors": tensors}
+            json_files = {"state.json": state} if rank == 0 else {}
         except CheckpointError as err:
             error = str(err)
-        except OSError as err:
-            error = f"cannot write checkpoint in {directory}: {err}"
-    _collective(accelerator, error)
-    return path
+    errors = [e for e in _gather(accelerator, error) if e is not None]
+    if errors:
+        raise CheckpointError(errors[0])
+    return write_snapshot(directory, "checkpoint", tensor_files, json_files, accelerator)
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
@@ -456,20 +558,32 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CHECKPOINT_FILE).is_file()
 
 
-def _read_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    found = read_snapshot(directory, "checkpoint")
+def _read_checkpoint(directory: Path, rank: int = 0, world: int = 1) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+    """(state, model tensors, state tensors) of this process; sharded checkpoints need the same process count."""
+    found = read_snapshot(directory, "checkpoint", only={"state.json"})
     if found is None:
         return None
-    jsons, tensors = found
-    if "state.json" not in jsons or "model.safetensors" not in tensors:
-        raise CheckpointError(f"{directory / CHECKPOINT_FILE} lacks state.json or model.safetensors")
-    raw = jsons["state.json"]
-    params = raw.pop("params", {})
-    state = decode_tree(raw, tensors.get("state.safetensors", {}))
+    raw = found[0].get("state.json")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{directory / CHECKPOINT_FILE} lacks state.json")
+    params = raw.pop("params", {}) if isinstance(raw.get("params"), dict) else {}
+    shards = int(params.get("shards") or 0)
+    if shards and shards != world:
+        raise CheckpointError(
+            f"{directory / CHECKPOINT_FILE} holds FSDP state sharded over {shards} processes; resume it with "
+            f"{shards} processes (this run has {world})"
+        )
+    suffix = f".rank{rank}" if shards else ""
+    names = {f"model{suffix}.safetensors", f"state{suffix}.safetensors"}
+    _, tensors = read_snapshot(directory, "checkpoint", only=names)
+    if f"model{suffix}.safetensors" not in tensors:
+        raise CheckpointError(f"{directory / CHECKPOINT_FILE} lacks model{suffix}.safetensors")
+    state_tensors = tensors.get(f"state{suffix}.safetensors", {})
+    state = decode_tree(raw, state_tensors)
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{directory / CHECKPOINT_FILE}: state.json has no step")
     state["params"] = params
-    return state, tensors["model.safetensors"]
+    return state, tensors[f"model{suffix}.safetensors"], state_tensors
 
 
 def checkpoint_info(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -477,7 +591,7 @@ def checkpoint_info(directory: str | os.PathLike) -> dict[str, Any] | None:
     found = _read_checkpoint(Path(directory))
     if found is None:
         return None
-    state, _ = found
+    state = found[0]
     return {"step": state["step"], "extra": dict(state.get("extra") or {})}
 
 
@@ -496,23 +610,23 @@ def load_checkpoint(
     old pickle format, or of another model.
     """
     directory = Path(directory)
-    found = _read_checkpoint(directory)
+    rank, world = _rank_world(accelerator)
+    found = _read_checkpoint(directory, rank, world)
     if found is None:
         return None
-    state, weights = found
-    params = state["params"] if isinstance(state["params"], dict) else {}
+    state, weights, _ = found
+    params = state["params"]
     load_model_tensors(
         _unwrap(model, accelerator), weights, dict(params.get("aliases") or {}), bool(params.get("trainable_only")),
         str(directory / CHECKPOINT_FILE),
     )
     try:
         if optimizer is not None and state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(_sharded_like_params(state["optimizer"], optimizer))
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{directory / CHECKPOINT_FILE}: optimizer/scheduler state does not fit: {err}") from None
-    rank = accelerator.process_index if accelerator is not None else 0
     rngs = state.get("rng") or []
     # A run resumed on a different number of processes keeps its seeded RNGs for the extra ranks.
     if rank < len(rngs):

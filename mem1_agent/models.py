@@ -181,6 +181,15 @@ class PolicyWithValue(nn.Module):
         """The wrapped LM's config."""
         return self.lm.config
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        # accelerate's FSDP plugin reads this to shard per decoder layer (TRANSFORMER_BASED_WRAP).
+        names: list[str] = []
+        for lm in (self.lm, self.critic):
+            base = lm.get_base_model() if is_lora(lm) else lm
+            names += [n for n in (getattr(base, "_no_split_modules", None) or []) if n not in names]
+        return names
+
     def backbone(self) -> nn.Module:
         """The decoder stack that returns hidden states (``model.model`` for Llama/Qwen2)."""
         return _decoder(self.lm)
@@ -293,6 +302,12 @@ def merge_lora(policy: PolicyWithValue, fresh: bool = True) -> PolicyWithValue:
     """
     from peft import get_peft_model
 
+    from .sharding import is_sharded
+
+    if is_sharded(policy):
+        # FSDP2 discards writes to gathered weights when it reshards them, so a merge would be lost.
+        raise ValueError("cannot merge LoRA adapters into FSDP-sharded weights (sft+ppo with model.lora under FSDP); "
+                         "run the SFT phase, export it with `mem1 export`, and start PPO from the exported model")
     for attr in ("lm", "critic"):
         module = getattr(policy, attr)
         if not is_lora(module):

@@ -46,6 +46,7 @@ from .grpo import grpo_iteration, group_seeds
 from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
+from .sharding import full, gathered_parameters
 
 #: Snapshot name of the SFT model, the KL reference of the PPO phase of ``sft+ppo``
 #: (the LM's weights, or with LoRA the SFT adapters that were merged into the base).
@@ -314,7 +315,7 @@ class Trainer:
 
     def ranks_in_sync(self) -> bool:
         """Whether every process holds bit-identical parameters (collective)."""
-        sums = torch.stack([p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
+        sums = torch.stack([full(p.detach()).double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
         gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
         return bool((gathered == gathered[0]).all())
 
@@ -372,7 +373,8 @@ class Trainer:
     def _evaluate(self, label: str) -> dict[str, Any]:
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
+        with gathered_parameters(model):
+            results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
         for size, summary in results.items():
             self.print(f"eval {label} {self.cfg.eval.scale_key}={size}: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
             self.log(summary, self.state.step, f"eval_{label}/{self.cfg.eval.scale_key}={size}")
@@ -428,7 +430,8 @@ class Trainer:
                 seeds = group_seeds(_task_seeds(cfg, it, self.rank, cfg.grpo.tasks_per_iteration), cfg.grpo.group_size)
             else:
                 seeds = _task_seeds(cfg, it, self.rank, cfg.ppo.episodes_per_iteration)
-            episodes, rstats = rollout(envs, policy, seeds)
+            with gathered_parameters(unwrapped):  # FSDP: whole weights, no collectives while ranks generate
+                episodes, rstats = rollout(envs, policy, seeds)
             t0 = time.perf_counter()
             if algo == "grpo":
                 stats = grpo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.grpo, self.pad_id, acc, self.scheduler, self.generator)

@@ -1,0 +1,26 @@
+"""FSDP2 on 2 CPU (gloo) processes: rollout on sharded weights, sharded checkpoints, exact resume.
+
+accelerate's FSDP plugin only shards on GPU process groups, so this drives ``fully_shard`` (what the
+plugin applies at ``prepare``) directly; the trainer-level run needs a GPU (see README, FSDP).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_rollout_checkpoint_and_resume_on_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert proc.stdout.count(": OK") == 2
