@@ -46,7 +46,7 @@ from .grpo import grpo_iteration, group_seeds
 from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
-from .sharding import full, gathered_parameters
+from .sharding import full, gathered_parameters, is_sharded
 
 #: Snapshot name of the SFT model, the KL reference of the PPO phase of ``sft+ppo``
 #: (the LM's weights, or with LoRA the SFT adapters that were merged into the base).
@@ -233,6 +233,9 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
         self.state = RunState(phase="sft" if algo.startswith("sft") else "rl")
         self._prepare(self.state.phase)
+        if self.lora and algo == "sft+ppo" and is_sharded(self.model):
+            raise ConfigError("sft+ppo with model.lora merges the SFT adapters into the weights, which FSDP-sharded "
+                              "weights do not allow: run sft, `mem1 export` it, then ppo from the exported model")
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -476,7 +479,7 @@ def cli(argv: list[str]) -> int:
         return 2
     try:
         results = train(cfg)
-    except CheckpointError as err:
+    except (CheckpointError, ConfigError) as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
     if results:
