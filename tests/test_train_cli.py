@@ -159,6 +159,20 @@ def test_lora_sft_then_ppo_resumes_and_exports_a_merged_model(tmp_path):
     assert meta["kind"] == "lora" and adapters and all("lora_" in k for k in adapters)
     assert main([*args, "train.iterations=2"]) == 0  # resumes in the PPO phase on the merged SFT base
     assert _step(out) == 2
+    # The PPO phase's KL reference (adapters off) is the SFT model: base + SFT adapters, merged.
+    from mem1_agent.checkpoint import load_model_tensors
+    from mem1_agent.config import load_config
+    from mem1_agent.models import add_lora
+    from mem1_agent.train import Trainer
+
+    trainer = Trainer(load_config(out / "config.yaml"))
+    assert trainer.resume() and trainer.state.phase == "rl"
+    sft_model, _ = load_policy("tiny", seed=0)
+    add_lora(sft_model, r=4, alpha=8)
+    load_model_tensors(sft_model.lm, adapters, meta["aliases"], True, "reference")
+    probe = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(trainer.ref(probe)["logits"], sft_model(probe)["logits"], atol=1e-5)
     assert main(["export", str(out), str(tmp_path / "hf")]) == 0
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     policy, _ = load_run(out)
