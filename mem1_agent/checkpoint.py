@@ -587,12 +587,15 @@ def _read_checkpoint(directory: Path, rank: int = 0, world: int = 1) -> tuple[di
 
 
 def checkpoint_info(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """``{"step", "extra"}`` of ``directory``'s checkpoint (verified), or None without one."""
-    found = _read_checkpoint(Path(directory))
+    """``{"step", "extra"}`` of ``directory``'s checkpoint (its verified ``state.json`` only, so any
+    process can read it, whatever the number of shards), or None without one."""
+    found = read_snapshot(Path(directory), "checkpoint", only={"state.json"})
     if found is None:
         return None
-    state = found[0]
-    return {"step": state["step"], "extra": dict(state.get("extra") or {})}
+    raw = found[0].get("state.json")
+    if not isinstance(raw, dict) or not isinstance(raw.get("step"), int):
+        raise CheckpointError(f"{Path(directory) / CHECKPOINT_FILE}: state.json has no step")
+    return {"step": raw["step"], "extra": dict(decode_tree(raw.get("extra") or {}, {}))}
 
 
 def load_checkpoint(

@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from torch.distributed.fsdp import fully_shard
 
-from mem1_agent.checkpoint import load_checkpoint, save_checkpoint
+from mem1_agent.checkpoint import checkpoint_info, load_checkpoint, save_checkpoint
 from mem1_agent.models import add_lora, load_policy, merge_lora
 from mem1_agent.policy import LMPolicy, SamplingConfig
 from mem1_agent.sharding import gathered_parameters, is_sharded, local
@@ -59,6 +59,7 @@ def main(out: Path) -> None:
     resumed, _ = sharded_policy(seed=5)
     resumed_opt = torch.optim.AdamW(resumed.parameters(), lr=1e-2)
     train_step(resumed, resumed_opt, rank, 0)  # optimizer state exists before loading, as in the trainer
+    assert checkpoint_info(out)["step"] == 1  # what the trainer reads first, on every process
     assert load_checkpoint(out, resumed, resumed_opt, accelerator=acc)["step"] == 1
     train_step(resumed, resumed_opt, rank, 2)
     for (name, a), b in zip(policy.named_parameters(), resumed.parameters()):

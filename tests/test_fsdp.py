@@ -28,3 +28,10 @@ def test_fsdp2_sharded_rollout_checkpoint_and_resume_on_two_cpu_processes(tmp_pa
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert proc.stdout.count(": OK") == 2
+    # The sharded checkpoint names its layout: one process cannot resume it, and says why.
+    from mem1_agent.checkpoint import CheckpointError, load_checkpoint
+    from mem1_agent.models import load_policy
+
+    policy, _ = load_policy("tiny")
+    with pytest.raises(CheckpointError, match="sharded over 2 processes; resume it with 2 processes"):
+        load_checkpoint(tmp_path / "run", policy)
