@@ -10,6 +10,8 @@ A checkpoint is a *snapshot*: a folder ``<dir>/checkpoint-<id>/`` holding
   by name for the tensors it needs;
 
 and a manifest ``<dir>/checkpoint.json`` naming the folder and the size and SHA-256 of each file.
+An FSDP2-sharded model is stored as each process's shards (``model.rank<i>.safetensors``,
+``state.rank<i>.safetensors``) in the same snapshot, committed once every process has written.
 
 Nothing is ever unpickled: safetensors and JSON are data formats, and a file the manifest does not
 describe (an old ``checkpoint.pt``, an unknown name or extension) is refused with a clear error.
