@@ -146,7 +146,6 @@ def test_lora_ppo_checkpoints_adapters_and_head_only_and_resumes(tmp_path):
     assert any(not torch.equal(first[k], v) for k, v in _weights(out).items())
 
 
-@pytest.mark.slow
 def test_lora_sft_then_ppo_resumes_and_exports_a_merged_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
