@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "webshop": ("webshop_env.cli", "serve the WebShop site (mem1 webshop serve --port P --num-products N)"),
     "check-consistency": ("mem1_agent.consistency", "check that stitched log-probs equal rollout log-probs"),
     "train": ("mem1_agent.train", "train a MEM1 agent (sft, ppo, grpo, sft+ppo) from a YAML config"),
+    "export": ("mem1_agent.export", "write a training run's policy as a plain HF model folder (LoRA adapters merged)"),
     "eval": ("mem1_agent.evaluate", "evaluate a policy over env x memory x objectives x seeds (CSV, table, plots)"),
     "serve-policy": ("mem1_agent.serve_policy", "serve an HF model as an OpenAI-compatible /v1/completions API"),
 }

@@ -27,6 +27,34 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters (through peft) on the policy's LM (and a separate critic's).
+
+    The base weights stay frozen; the adapters and the value head are trained. The KL reference
+    is the same network with the adapters switched off (no second copy); checkpoints hold the
+    adapters and head only; ``mem1 export`` merges the adapters into a plain HF folder.
+
+    Attributes:
+        r: adapter rank.
+        alpha: scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: dropout on the adapter input.
+        target_modules: module names to adapt (``null``: peft's default for the architecture,
+            e.g. ``q_proj``/``v_proj`` for Llama/Qwen2; ``[all-linear]``: every linear layer).
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"model.lora.r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class ModelConfig:
     """Which policy to train.
 
@@ -37,12 +65,18 @@ class ModelConfig:
         critic: PPO's value model, named like ``name`` (``null``: a value head on the policy).
             A separate critic must share the policy's tokenizer; it is trained with the policy's
             optimizer and learning rate.
+        gradient_checkpointing: recompute the decoder layers' activations in the backward pass
+            (HF ``gradient_checkpointing_enable``, non-reentrant): less memory, same gradients.
+        lora: LoRA adapter settings (``null``: train every weight); on the command line
+            ``'model.lora={r: 8, alpha: 16}'`` (a YAML mapping) or ``model.lora.r=8``.
     """
 
     name: str = "tiny"
     attn_implementation: str = "sdpa"
     dtype: str = "float32"
     critic: str | None = None
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
 
 
 @dataclass
@@ -181,6 +215,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (ints widen to floats); raise ConfigError otherwise."""
+    if dataclasses.is_dataclass(tp):  # an optional section, e.g. model.lora
+        return _build(tp, value, key)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -194,6 +230,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) == 1:  # one real option (``X | None``): its own error says most
+            raise ConfigError(errors[0])
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if origin is list:
         if not isinstance(value, (list, tuple)):

@@ -6,7 +6,9 @@
   local path, with the attention implementation the stitched trainer needs.
 * :class:`PolicyWithValue` puts a scalar value head on the last hidden state (of
   the policy, or of a separate critic LM), and :func:`frozen_reference` makes the
-  frozen copy used for the KL penalty.
+  frozen reference used for the KL penalty (a copy, or with LoRA the adapters switched off).
+* :func:`add_lora`, :func:`merge_lora`, :func:`merged_lm` and :func:`enable_gradient_checkpointing`
+  fit larger models: peft adapters on a frozen base, activation recomputation.
 * :func:`tiny_model` / :func:`tiny_tokenizer` build small random models of the
   same architectures (Llama, like SmolLM2, and Qwen2) for tests, offline.
 """
@@ -179,6 +181,15 @@ class PolicyWithValue(nn.Module):
         """The wrapped LM's config."""
         return self.lm.config
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        # accelerate's FSDP plugin reads this to shard per decoder layer (TRANSFORMER_BASED_WRAP).
+        names: list[str] = []
+        for lm in (self.lm, self.critic):
+            base = lm.get_base_model() if is_lora(lm) else lm
+            names += [n for n in (getattr(base, "_no_split_modules", None) or []) if n not in names]
+        return names
+
     def backbone(self) -> nn.Module:
         """The decoder stack that returns hidden states (``model.model`` for Llama/Qwen2)."""
         return _decoder(self.lm)
@@ -230,13 +241,113 @@ def _decoder(lm: nn.Module) -> nn.Module:
     return lm.get_decoder()
 
 
-def frozen_reference(policy: nn.Module) -> PolicyWithValue:
-    """A frozen, eval-mode copy of ``policy``'s LM (no value head) for the KL penalty.
+def is_lora(module: nn.Module | None) -> bool:
+    """Whether ``module`` is a peft model (carries adapters)."""
+    return module is not None and callable(getattr(module, "disable_adapter", None)) and hasattr(module, "peft_config")
 
-    It is a :class:`PolicyWithValue`, so :func:`~mem1_agent.trajectory.stitched_forward`
-    gives the reference log-probs of a stitched batch. With LoRA via peft, prefer the
-    adapter-disabled base (``with model.disable_adapter():``) over a copy.
+
+class AdapterDisabledReference(nn.Module):
+    """The KL reference of a LoRA policy: the same network with its adapters switched off.
+
+    No second copy of the weights: each forward runs the policy's LM inside
+    ``disable_adapter()`` (in eval mode, no values), i.e. the frozen base model.
     """
+
+    def __init__(self, policy: PolicyWithValue):
+        super().__init__()
+        if not is_lora(policy.lm):
+            raise ValueError("AdapterDisabledReference needs a policy whose LM carries LoRA adapters")
+        self.policy = policy
+
+    @property
+    def config(self) -> Any:
+        """The policy LM's config."""
+        return self.policy.config
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor | None]:
+        """:meth:`PolicyWithValue.forward` of the base model (adapters off); ``values`` is None."""
+        kwargs["with_values"] = False
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.lm.disable_adapter():
+                return self.policy(*args, **kwargs)
+        finally:
+            self.policy.train(was_training)
+
+
+def add_lora(policy: PolicyWithValue, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, target_modules: list[str] | None = None) -> PolicyWithValue:
+    """Put peft LoRA adapters on ``policy``'s LM (and its critic); returns ``policy``.
+
+    peft freezes the base weights; the value head stays trainable, so the trainable parameters
+    are exactly the adapters and the head.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = target_modules
+    if targets is not None and list(targets) == ["all-linear"]:
+        targets = "all-linear"
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
+    policy.lm = get_peft_model(policy.lm, copy.deepcopy(config))
+    if policy.critic is not None:
+        policy.critic = get_peft_model(policy.critic, copy.deepcopy(config))
+    return policy
+
+
+def merge_lora(policy: PolicyWithValue, fresh: bool = True) -> PolicyWithValue:
+    """Fold the adapters into the base weights (``merge_and_unload``); with ``fresh``, start new ones.
+
+    ``sft+ppo`` with LoRA uses this at the phase switch: the SFT model becomes the base, so the
+    PPO phase's reference (adapters off) is the SFT model, as without LoRA.
+    """
+    from peft import get_peft_model
+
+    from .sharding import is_sharded
+
+    if is_sharded(policy):
+        # FSDP2 discards writes to gathered weights when it reshards them, so a merge would be lost.
+        raise ValueError("cannot merge LoRA adapters into FSDP-sharded weights (sft+ppo with model.lora under FSDP); "
+                         "run the SFT phase, export it with `mem1 export`, and start PPO from the exported model")
+    for attr in ("lm", "critic"):
+        module = getattr(policy, attr)
+        if not is_lora(module):
+            continue
+        config = copy.deepcopy(module.peft_config["default"])
+        base = module.merge_and_unload()
+        setattr(policy, attr, get_peft_model(base, config) if fresh else base)
+    return policy
+
+
+def merged_lm(policy: PolicyWithValue) -> nn.Module:
+    """A plain HF causal LM equal to ``policy``'s LM with its adapters merged (a copy; ``policy`` is unchanged)."""
+    lm = policy.lm
+    return copy.deepcopy(lm).merge_and_unload() if is_lora(lm) else lm
+
+
+def enable_gradient_checkpointing(policy: PolicyWithValue) -> PolicyWithValue:
+    """Recompute decoder-layer activations in the backward pass (non-reentrant: exact same gradients)."""
+    for lm in (policy.lm, policy.critic):
+        if lm is None:
+            continue
+        base = lm.get_base_model() if is_lora(lm) else lm
+        kwargs = {"use_reentrant": False}
+        # transformers 5 renamed the method (the old name warns); 4.x has only the old one.
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return policy
+
+
+def frozen_reference(policy: nn.Module) -> nn.Module:
+    """The reference for the KL penalty: a frozen, eval-mode copy of ``policy``'s LM (no value head),
+    or, for a LoRA policy, the same network with its adapters off (:class:`AdapterDisabledReference`).
+
+    Both are called like a :class:`PolicyWithValue`, so :func:`~mem1_agent.trajectory.stitched_forward`
+    gives the reference log-probs of a stitched batch.
+    """
+    if isinstance(policy, PolicyWithValue) and is_lora(policy.lm):
+        return AdapterDisabledReference(policy)
     lm = policy.lm if isinstance(policy, PolicyWithValue) else policy
     ref = PolicyWithValue(copy.deepcopy(lm), value_head=False)
     ref.eval()

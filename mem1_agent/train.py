@@ -9,9 +9,10 @@ hostfile is configured, so it is not the way to get several CPU processes.
 
 Each process rolls out its own episodes (distinct task seeds) and the gradients are
 averaged by accelerate (DDP), so parameters stay identical across processes. The run
-writes to ``train.output_dir``: ``checkpoint.pt`` (atomic, resumable: rerunning the same
-command continues the run), ``config.yaml``, TensorBoard scalars under ``tb/`` and
-``results.json`` (held-out evaluation before/after, when asked for).
+writes to ``train.output_dir``: ``checkpoint.json`` and the snapshot folder it names (atomic,
+hashed, no pickles; rerunning the same command continues the run, see :mod:`mem1_agent.checkpoint`),
+``config.yaml``, TensorBoard scalars under ``tb/<phase>/`` (steps re-run after a resume replace the
+ones logged before it) and ``results.json`` (held-out evaluation before/after, when asked for).
 """
 
 from __future__ import annotations
@@ -28,15 +29,28 @@ from typing import Any, Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    checkpoint_info,
+    clean_stale,
+    load_checkpoint,
+    load_model_tensors,
+    load_tensors,
+    model_tensors,
+    save_checkpoint,
+    save_tensors,
+)
 from .config import Config, ConfigError, EnvConfig, load_config, save_config
 from .grpo import grpo_iteration, group_seeds
 from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
+from .sharding import full, gathered_parameters, is_sharded
 
-#: The SFT model, the KL reference of the PPO phase of ``sft+ppo``.
-REFERENCE_FILE = "reference.pt"
+#: Snapshot name of the SFT model, the KL reference of the PPO phase of ``sft+ppo``
+#: (the LM's weights, or with LoRA the SFT adapters that were merged into the base).
+REFERENCE = "reference"
 #: Task seeds of different iterations / processes never collide below this many tasks per iteration.
 _SEED_STRIDE = 100_000
 
@@ -155,6 +169,37 @@ def _task_seeds(cfg: Config, iteration: int, rank: int, count: int) -> list[int]
     return [base + j for j in range(count)]
 
 
+def build_policy(cfg: Config) -> tuple[Any, Any]:
+    """The policy (value head for PPO, LoRA adapters, gradient checkpointing) and tokenizer of ``cfg``."""
+    from .models import add_lora, enable_gradient_checkpointing, load_policy
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.dtype)
+    if dtype is None:
+        raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    model, tokenizer = load_policy(
+        cfg.model.name, attn_implementation=cfg.model.attn_implementation, dtype=dtype,
+        value_head=cfg.train.algorithm in ("ppo", "sft+ppo"), seed=cfg.train.seed, critic=cfg.model.critic,
+    )
+    if cfg.model.lora is not None:
+        lora = cfg.model.lora
+        add_lora(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=lora.target_modules)
+    if cfg.model.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, tokenizer
+
+
+def restore_sft_adapters(model: Any, out: Path) -> None:
+    """LoRA ``sft+ppo`` in its PPO phase: merge the SFT adapters (saved at the phase switch) into the
+    base and start fresh adapters, rebuilding the network the PPO checkpoint was taken from."""
+    from .models import merge_lora
+
+    tensors, meta = load_tensors(out, REFERENCE)
+    if meta.get("kind") != "lora":
+        raise CheckpointError(f"{out / (REFERENCE + '.json')} holds no LoRA adapters but model.lora is set")
+    load_model_tensors(model.lm, tensors, dict(meta.get("aliases") or {}), True, str(out / (REFERENCE + ".json")))
+    merge_lora(model)
+
+
 class Trainer:
     """Holds the model, reference, optimizer and accelerator of one ``mem1 train`` run."""
 
@@ -162,38 +207,35 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from .models import frozen_reference, load_policy
+        from .models import frozen_reference
 
         self.cfg = cfg
         # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
+        self.out = Path(cfg.train.output_dir)
+        if self.accelerator.is_main_process:
+            clean_stale(self.out)  # what a killed save left behind
         set_seed(cfg.train.seed, device_specific=False)
         algo = cfg.train.algorithm
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.dtype)
-        if dtype is None:
-            raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
-        model, self.tokenizer = load_policy(
-            cfg.model.name, attn_implementation=cfg.model.attn_implementation, dtype=dtype,
-            value_head=algo in ("ppo", "sft+ppo"), seed=cfg.train.seed, critic=cfg.model.critic,
-        )
+        model, self.tokenizer = build_policy(cfg)
+        self.lora = cfg.model.lora is not None
         self.pad_id = int(self.tokenizer.pad_token_id)
         kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef
         self.ref = None
         if algo != "sft" and kl > 0:
             self.ref = frozen_reference(model).to(self.accelerator.device)
         self.model = model
-        self.out = Path(cfg.train.output_dir)
         self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.rank)
         self.writer = None
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tb"))
         self.state = RunState(phase="sft" if algo.startswith("sft") else "rl")
         self._prepare(self.state.phase)
+        if self.lora and algo == "sft+ppo" and is_sharded(self.model):
+            raise ConfigError("sft+ppo with model.lora merges the SFT adapters into the weights, which FSDP-sharded "
+                              "weights do not allow: run sft, `mem1 export` it, then ppo from the exported model")
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -211,51 +253,72 @@ class Trainer:
     def _set_sft_reference(self, save: bool) -> None:
         """After the SFT warm start, the KL reference is the SFT model, not the initial one.
 
-        Its weights are kept in ``reference.pt`` (written atomically at the switch) so a resumed
-        PPO phase penalises the distance to the same reference.
+        It is kept in the ``reference`` snapshot (written atomically at the switch) so a resumed
+        PPO phase penalises the distance to the same reference. With LoRA the SFT adapters are
+        merged into the base and fresh adapters trained from there: the reference (adapters off)
+        is then the SFT model, and the snapshot holds the SFT adapters to rebuild that base.
+        Call it before :meth:`_prepare` of the PPO phase (the LoRA merge replaces parameters).
         """
-        from .checkpoint import atomic_save, read_state
-
+        current = self.accelerator.unwrap_model(self.model)
+        if self.lora:
+            if save:
+                if self.accelerator.is_main_process:
+                    tensors, aliases = model_tensors(current.lm, trainable_only=True)
+                    save_tensors(self.out, REFERENCE, tensors, {"kind": "lora", "aliases": aliases})
+                self.accelerator.wait_for_everyone()
+            restore_sft_adapters(current, self.out)
+            return
         if self.ref is None:
             return
-        path = self.out / REFERENCE_FILE
-        current = self.accelerator.unwrap_model(self.model)
         if save:
             if self.accelerator.is_main_process:
-                atomic_save({"step": 0, "lm": current.lm.state_dict()}, path)
+                tensors, aliases = model_tensors(current.lm)
+                save_tensors(self.out, REFERENCE, tensors, {"kind": "lm", "aliases": aliases})
             self.accelerator.wait_for_everyone()
-        self.ref.lm.load_state_dict(read_state(path)["lm"])
+        tensors, meta = load_tensors(self.out, REFERENCE)
+        load_model_tensors(self.ref.lm, tensors, dict(meta.get("aliases") or {}), False, str(self.out / (REFERENCE + ".json")))
 
     def save(self) -> None:
-        """Atomic checkpoint of the current state."""
+        """Atomic checkpoint of the current state (with LoRA: adapters, value head, optimizer)."""
         save_checkpoint(
             self.out, self.model, step=self.state.step, optimizer=self.optimizer, scheduler=self.scheduler,
             extra={"phase": self.state.phase, "results": self.state.results}, accelerator=self.accelerator,
-            generator=self.generator,
+            generator=self.generator, trainable_only=self.lora,
         )
 
     def resume(self) -> bool:
         """Load ``output_dir``'s checkpoint when there is one; True if the run continues from it."""
-        from .checkpoint import CHECKPOINT_FILE, CheckpointError, read_state
-
-        path = self.out / CHECKPOINT_FILE
-        if not path.is_file():
+        info = checkpoint_info(self.out)
+        if info is None:
             return False
-        # The optimizer must be the phase's before its state can be loaded into it.
-        phase = read_state(path).get("extra", {}).get("phase", self.state.phase)
+        # The network and optimizer must be the phase's before its state can be loaded into them.
+        phase = info["extra"].get("phase", self.state.phase)
+        if phase == "rl" and self.cfg.train.algorithm == "sft+ppo" and (self.lora or self.ref is not None):
+            self._set_sft_reference(save=False)
         if phase != self.state.phase:
             self.state.phase = phase
             self._prepare(phase)
         loaded = load_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.accelerator, self.generator)
         if loaded is None:
-            raise CheckpointError(f"{path} vanished while resuming")
+            raise CheckpointError(f"{self.out / CHECKPOINT_FILE} vanished while resuming")
         self.state.step = loaded["step"]
         self.state.results = loaded["extra"].get("results", {})
         return True
 
+    def _open_writer(self, purge_step: int) -> None:
+        """TensorBoard writer of the current phase; events at ``purge_step`` and later, logged by an
+        earlier attempt that was not checkpointed, are hidden (they are about to be logged again)."""
+        if not self.accelerator.is_main_process:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = SummaryWriter(str(self.out / "tb" / self.state.phase), purge_step=purge_step)
+
     def ranks_in_sync(self) -> bool:
         """Whether every process holds bit-identical parameters (collective)."""
-        sums = torch.stack([p.detach().double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
+        sums = torch.stack([full(p.detach()).double().sum() for p in self.accelerator.unwrap_model(self.model).parameters()])
         gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
         return bool((gathered == gathered[0]).all())
 
@@ -278,8 +341,10 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Run (or continue) the configured algorithm; returns the results (also in ``results.json``)."""
         cfg = self.cfg
-        if cfg.train.resume and self.resume():
+        resumed = cfg.train.resume and self.resume()
+        if resumed:
             self.print(f"resumed {self.out} at phase {self.state.phase!r}, step {self.state.step}")
+        self._open_writer(self.state.step + 1 if resumed else 0)
         if cfg.train.eval_before and "before" not in self.state.results:
             self.state.results["before"] = self._evaluate("before")
         if self.state.phase == "sft":
@@ -287,13 +352,12 @@ class Trainer:
             if cfg.train.algorithm == "sft+ppo":
                 if cfg.train.eval_after and "after_sft" not in self.state.results:
                     self.state.results["after_sft"] = self._evaluate("after_sft")
+                self._set_sft_reference(save=True)
                 self.state.phase, self.state.step = "rl", 0
                 self._prepare("rl")
-                self._set_sft_reference(save=True)
                 self.save()
+                self._open_writer(0)
         if self.state.phase == "rl":
-            if cfg.train.algorithm == "sft+ppo" and self.ref is not None:
-                self._set_sft_reference(save=False)
             self._rl()
         if cfg.train.eval_after and "after" not in self.state.results:
             self.state.results["after"] = self._evaluate("after")
@@ -312,7 +376,8 @@ class Trainer:
     def _evaluate(self, label: str) -> dict[str, Any]:
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
+        with gathered_parameters(model):
+            results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
         for size, summary in results.items():
             self.print(f"eval {label} {self.cfg.eval.scale_key}={size}: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
             self.log(summary, self.state.step, f"eval_{label}/{self.cfg.eval.scale_key}={size}")
@@ -368,7 +433,8 @@ class Trainer:
                 seeds = group_seeds(_task_seeds(cfg, it, self.rank, cfg.grpo.tasks_per_iteration), cfg.grpo.group_size)
             else:
                 seeds = _task_seeds(cfg, it, self.rank, cfg.ppo.episodes_per_iteration)
-            episodes, rstats = rollout(envs, policy, seeds)
+            with gathered_parameters(unwrapped):  # FSDP: whole weights, no collectives while ranks generate
+                episodes, rstats = rollout(envs, policy, seeds)
             t0 = time.perf_counter()
             if algo == "grpo":
                 stats = grpo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.grpo, self.pad_id, acc, self.scheduler, self.generator)
@@ -411,7 +477,11 @@ def cli(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except (CheckpointError, ConfigError) as err:
+        print(f"mem1 train: {err}", file=sys.stderr)
+        return 2
     if results:
         print(json.dumps(results, indent=2))
     return 0

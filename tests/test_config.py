@@ -82,3 +82,21 @@ def test_critic_only_with_ppo():
     assert load_config(None, []).model.critic is None
     with pytest.raises(ConfigError, match="model.critic is PPO's value model"):
         load_config(None, ["train.algorithm=grpo", "model.critic=tiny"])
+
+
+def test_lora_and_gradient_checkpointing_keys_and_override_syntax(tmp_path):
+    from mem1_agent.config import LoraSettings
+
+    cfg = load_config(PRESETS / "qa2_tiny.yaml", ["model.lora={r: 8, alpha: 16}", "model.gradient_checkpointing=true"])
+    assert cfg.model.lora == LoraSettings(r=8, alpha=16.0) and cfg.model.gradient_checkpointing is True
+    assert load_config(None, ["model.lora.r=4", "model.lora.target_modules=[q_proj, o_proj]"]).model.lora == LoraSettings(r=4, target_modules=["q_proj", "o_proj"])
+    assert load_config(None, ["model.lora={r: 4}", "model.lora=null"]).model.lora is None
+    assert load_config().model.lora is None and load_config().model.gradient_checkpointing is False
+    save_config(cfg, tmp_path / "c.yaml")  # written and read back as a nested mapping
+    assert load_config(tmp_path / "c.yaml").model.lora == cfg.model.lora
+    with pytest.raises(ConfigError, match="unknown key model.lora.alfa; valid keys of model.lora: r, alpha"):
+        load_config(None, ["model.lora={r: 8, alfa: 16}"])
+    with pytest.raises(ConfigError, match="model.lora: expected a mapping"):
+        load_config(None, ["model.lora=8"])
+    with pytest.raises(ConfigError, match="model.lora.r must be >= 1"):
+        load_config(None, ["model.lora.r=0"])

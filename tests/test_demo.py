@@ -21,7 +21,7 @@ def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path, capsys):
     assert "Outputs:" in out and str(tmp_path) in out
     assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "eval" / "results.md").exists()
     assert list((tmp_path / "eval").glob("plot_*.png"))
-    assert (tmp_path / "train" / "checkpoint.pt").exists()
+    assert (tmp_path / "train" / "checkpoint.json").exists()
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| oracle |" in table and "| mem1 |" in table and "| full |" in table
 

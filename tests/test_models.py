@@ -9,11 +9,16 @@ import pytest
 import torch
 
 from mem1_agent.models import (
+    AdapterDisabledReference,
     PolicyWithValue,
+    add_lora,
     check_attn_implementation,
     default_model_path,
+    enable_gradient_checkpointing,
     frozen_reference,
+    is_lora,
     load_policy,
+    merged_lm,
     tiny_model,
     tiny_tokenizer,
 )
@@ -125,3 +130,73 @@ def test_critic_with_another_tokenizer_or_without_a_value_head_is_refused(tmp_pa
         load_policy("tiny", critic=str(folder))
     with pytest.raises(ValueError, match="needs value_head=True"):
         load_policy("tiny", critic="tiny", value_head=False)
+
+
+def _lora_policy(seed: int = 0, **kwargs):
+    """A tiny policy with LoRA adapters made non-trivial (lora_B starts at zero)."""
+    policy, _ = load_policy("tiny", seed=seed)
+    add_lora(policy, r=4, alpha=8, **kwargs)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    return policy
+
+
+def test_lora_trains_only_adapters_and_value_head():
+    policy = _lora_policy()
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("value_head.") for n in trainable)
+    assert {"value_head.proj.weight", "value_head.proj.bias"} <= set(trainable)
+    assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
+
+
+def test_lora_reference_is_the_base_model_without_a_copy():
+    base, _ = load_policy("tiny", seed=0)
+    policy = _lora_policy()
+    ref = frozen_reference(policy)
+    assert isinstance(ref, AdapterDisabledReference) and ref.policy is policy  # no second copy
+    ids = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        ref_logits, base_logits, policy_logits = ref(ids)["logits"], base(ids)["logits"], policy(ids)["logits"]
+    assert torch.equal(ref_logits, base_logits)
+    assert (policy_logits - base_logits).abs().max() > 1e-2  # the adapters do change the policy
+    policy.train()
+    ref(ids)
+    assert policy.training  # the reference forward leaves the policy's mode alone
+
+
+def test_merged_lora_model_is_a_plain_lm_with_the_adapted_logits():
+    policy = _lora_policy()
+    merged = merged_lm(policy)
+    assert type(merged).__name__ == "LlamaForCausalLM" and not is_lora(merged)
+    assert is_lora(policy.lm)  # the policy keeps its adapters
+    ids = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, policy(ids)["logits"], atol=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients_identical():
+    ids = torch.randint(3, 400, (2, 12))
+
+    def grads(checkpointing: bool):
+        policy = _lora_policy(seed=3)
+        for p in policy.lm.parameters():  # full fine-tuning of the base too
+            p.requires_grad_(True)
+        if checkpointing:
+            enable_gradient_checkpointing(policy)
+        calls = []
+        # A pre-hook: the recomputation stops early once the saved tensors are rebuilt, so a
+        # forward hook (after the module) may never fire on the replay.
+        policy.backbone().layers[0].self_attn.register_forward_pre_hook(lambda *a: calls.append(1))
+        policy.train()
+        out = policy(ids)
+        (out["logits"].logsumexp(-1).mean() + out["values"].pow(2).mean()).backward()
+        return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}, len(calls)
+
+    plain, plain_calls = grads(False)
+    ckpt, ckpt_calls = grads(True)
+    assert (plain_calls, ckpt_calls) == (1, 2)  # the layer really ran again in the backward pass
+    assert plain.keys() == ckpt.keys() and len(plain) > 10
+    for name in plain:
+        assert torch.allclose(plain[name], ckpt[name], atol=1e-6, rtol=1e-5), name

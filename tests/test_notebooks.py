@@ -127,7 +127,7 @@ def test_train_mem1_agent(kernel_dir: Path, tmp_path: Path) -> None:
     out = text_of(nb)
     gap = float(re.search(r"largest gap: (\S+)", out).group(1))
     assert gap < 1e-4, out
-    assert (tmp_path / "runs" / "nb02_tiny" / "checkpoint.pt").is_file()  # written where the notebook ran
+    assert (tmp_path / "runs" / "nb02_tiny" / "checkpoint.json").is_file()  # written where the notebook ran
     assert n_images(nb) == 2  # the SFT loss curve and the two masks
 
 

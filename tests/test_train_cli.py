@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mem1_agent.checkpoint import CHECKPOINT_FILE
+from mem1_agent.checkpoint import checkpoint_info, load_tensors, read_snapshot
 from mem1_agent.cli import main
 from mem1_agent.models import load_policy
 
@@ -21,7 +21,11 @@ PRESET = ROOT / "examples" / "configs" / "qa2_tiny.yaml"
 
 
 def _step(out: Path) -> int:
-    return torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["step"]
+    return checkpoint_info(out)["step"]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return read_snapshot(out, "checkpoint")[1]["model.safetensors"]
 
 
 def test_train_runs_end_to_end_and_resumes(tmp_path, capsys):
@@ -31,18 +35,18 @@ def test_train_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
     results = json.loads((out / "results.json").read_text())
     assert set(results["after"]["2"]) >= {"em", "reward", "peak_tokens"}
-    first = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    first = _weights(out)
     # Same command with more iterations continues the run from iteration 1.
     assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=2"]) == 0
     assert "resumed" in capsys.readouterr().out
     assert _step(out) == 2
-    second = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    second = _weights(out)
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
 def test_sft_then_grpo_algorithms_run(tmp_path):
     assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'sft'}", "train.algorithm=sft"]) == 0
-    state = torch.load(tmp_path / "sft" / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    state = checkpoint_info(tmp_path / "sft")
     assert state["extra"]["phase"] == "sft" and state["step"] == 2
     assert main(["train", "--config", str(PRESET), f"train.output_dir={tmp_path / 'grpo'}", "train.algorithm=grpo", "train.iterations=1"]) == 0
     assert _step(tmp_path / "grpo") == 1
@@ -51,7 +55,7 @@ def test_sft_then_grpo_algorithms_run(tmp_path):
 def test_sft_then_ppo_uses_the_sft_model_as_kl_reference(tmp_path):
     out = tmp_path / "sftppo"
     assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo", "train.iterations=1"]) == 0
-    reference = torch.load(out / "reference.pt", map_location="cpu", weights_only=False)["lm"]
+    reference, _ = load_tensors(out, "reference")
     initial, _ = load_policy("tiny", seed=0)
     assert any(not torch.equal(v, initial.lm.state_dict()[k]) for k, v in reference.items())
 
@@ -60,7 +64,7 @@ def test_ppo_with_a_separate_critic_checkpoints_and_resumes_it(tmp_path):
     out = tmp_path / "critic"
     args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "model.critic=tiny-qwen2"]
     assert main([*args, "train.iterations=1"]) == 0
-    state = torch.load(out / CHECKPOINT_FILE, map_location="cpu", weights_only=False)["model"]
+    state = _weights(out)
     assert any(k.startswith("critic.") for k in state) and any(k.startswith("lm.") for k in state)
     assert main([*args, "train.iterations=2"]) == 0
     assert _step(out) == 2
@@ -88,3 +92,113 @@ def test_two_processes_on_accelerate_keep_parameters_identical(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["ranks_in_sync"] is True
     assert _step(out) == 1
+
+
+def _scalar_steps(tb_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return [event.step for event in acc.Scalars(tag)]
+
+
+def test_tensorboard_steps_rerun_after_a_resume_are_not_duplicated(tmp_path, monkeypatch):
+    from mem1_agent.train import Trainer
+
+    out = tmp_path / "tb-run"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft", "sft.steps=3", "train.save_every=2"]
+    real_save = Trainer.save
+
+    def killed_at_step_3(self):
+        if self.state.step == 3:
+            raise KeyboardInterrupt("killed after logging step 3, before its checkpoint")
+        real_save(self)
+
+    monkeypatch.setattr(Trainer, "save", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.undo()
+    assert _step(out) == 2
+    assert main(args) == 0  # resumes at 2 and logs step 3 again
+    assert _step(out) == 3
+    assert _scalar_steps(out / "tb" / "sft", "sft/loss") == [1, 2, 3]
+
+
+def test_lora_ppo_checkpoints_adapters_and_head_only_and_resumes(tmp_path):
+    from mem1_agent.checkpoint import load_checkpoint
+    from mem1_agent.config import load_config
+    from mem1_agent.train import build_policy
+
+    out = tmp_path / "lora"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "model.lora={r: 4, alpha: 8}", "model.gradient_checkpointing=true"]
+    assert main([*args, "train.iterations=1"]) == 0
+    first = _weights(out)
+    assert first and all("lora_" in k or k.startswith("value_head.") for k in first)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in first.items())  # the adapters trained
+    # Resume restores exactly the stored adapters and head into a freshly built network.
+    cfg = load_config(out / "config.yaml")
+    model, _ = build_policy(cfg)
+    load_checkpoint(out, model)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in first.items())
+    assert main([*args, "train.iterations=2"]) == 0
+    assert _step(out) == 2
+    assert any(not torch.equal(first[k], v) for k, v in _weights(out).items())
+
+
+def test_lora_sft_then_ppo_resumes_and_exports_a_merged_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mem1_agent.export import load_run
+
+    out = tmp_path / "lora-sftppo"
+    args = ["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo", "model.lora={r: 4, alpha: 8}"]
+    assert main([*args, "train.iterations=1"]) == 0
+    adapters, meta = load_tensors(out, "reference")
+    assert meta["kind"] == "lora" and adapters and all("lora_" in k for k in adapters)
+    assert main([*args, "train.iterations=2"]) == 0  # resumes in the PPO phase on the merged SFT base
+    assert _step(out) == 2
+    # The PPO phase's KL reference (adapters off) is the SFT model: base + SFT adapters, merged.
+    from mem1_agent.checkpoint import load_model_tensors
+    from mem1_agent.config import load_config
+    from mem1_agent.models import add_lora
+    from mem1_agent.train import Trainer
+
+    trainer = Trainer(load_config(out / "config.yaml"))
+    assert trainer.resume() and trainer.state.phase == "rl"
+    sft_model, _ = load_policy("tiny", seed=0)
+    add_lora(sft_model, r=4, alpha=8)
+    load_model_tensors(sft_model.lm, adapters, meta["aliases"], True, "reference")
+    probe = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(trainer.ref(probe)["logits"], sft_model(probe)["logits"], atol=1e-5)
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    policy, _ = load_run(out)
+    ids = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(exported(ids).logits, policy(ids)["logits"], atol=1e-4)
+        # ...and it is not the initial model: SFT and PPO both changed it.
+        initial, _ = load_policy("tiny", seed=0)
+        assert not torch.allclose(exported(ids).logits, initial(ids)["logits"], atol=1e-3)
+
+
+def test_export_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("model:\n  name: tiny\n")
+    assert main(["export", str(tmp_path), str(tmp_path / "hf")]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_train_refuses_a_pickle_checkpoint_in_the_output_dir(tmp_path, capsys):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"step": 1, "model": Exploit()}))
+    assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=1"]) == 2
+    assert "pickle checkpoint of an older mem1 version" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
