@@ -86,7 +86,7 @@ OPTION_CASES: list[tuple[dict[str, str], bool, dict[str, str], int, str]] = [
     ({"color": "red"}, True, {"color": "navy blue"}, 0, "bare values: 'red' vs 'blue': 0"),
     # Quantity digits: the product text is never consulted (its description says "30-day").
     ({"size": "3 count"}, False, {"size": "30 count"}, 0, "'30 count' vs 'size 3 count': 77"),
-    ({"size": "3"}, False, {"size": "2"}, 0, "'2' vs 'size 3': 0, although the text has '30-day'"),
+    ({"size": "30"}, False, {"size": "3"}, 0, "'3' vs 'size 30': 25, although the text has '30-day'"),
     # The exact option bought can miss: 'standard' contains the colour 'tan'.
     ({"style": "standard"}, False, {"style": "standard"}, 0, "bought -> 'tan'; 'tan' vs 'style standard': 0"),
     ({"style": "standard"}, True, {"style": "standard"}, 1, "bare values: both -> 'tan'"),
@@ -288,8 +288,8 @@ def test_goal_without_attributes_scores_options_and_price() -> None:
 
 
 def test_text_mention_of_a_digit_does_not_credit_an_option() -> None:
-    # Goal size "3"; the description mentions a "30-day guarantee"; the bought size is "2".
-    r = score_purchase(goal(attributes=["gluten free"], goal_options={"size": "3"}), product(), {"size": "2"})
+    # Goal size "30"; the bought size "3" appears in the description's "30-day guarantee".
+    r = score_purchase(goal(attributes=["gluten free"], goal_options={"size": "30"}), product(), {"size": "3"})
     assert (r.num_option_matches, r.total) == (0, pytest.approx(2 / 3))
 
 
