@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,9 +137,19 @@ def heuristic_nouns(title: str) -> list[str]:
     return nouns
 
 
-@functools.lru_cache(maxsize=1)
+# The site server scores purchases from many threads: the pipeline is loaded once, and used by
+# one thread at a time (spaCy does not promise thread-safe inference).
+_SPACY_LOCK = threading.Lock()
+
+
 def spacy_pipeline() -> Any | None:
     """The spaCy ``en_core_web_sm`` pipeline WebShop tags titles with, or ``None`` (warned once)."""
+    with _SPACY_LOCK:
+        return _load_spacy()
+
+
+@functools.lru_cache(maxsize=1)
+def _load_spacy() -> Any | None:
     try:
         import spacy  # a base dependency; a stripped-down install may lack it
     except ImportError:
@@ -164,8 +175,10 @@ def spacy_pipeline() -> Any | None:
 def _spacy_nouns(title: str) -> tuple[str, ...]:
     nlp = spacy_pipeline()
     assert nlp is not None
+    with _SPACY_LOCK:
+        doc = nlp(title)
     # WebShop also lists 'PNOUN', which is no spaCy tag, so it never matches.
-    return tuple(t.text.lower() for t in nlp(title) if t.pos_ in ("NOUN", "PROPN"))
+    return tuple(t.text.lower() for t in doc if t.pos_ in ("NOUN", "PROPN"))
 
 
 def title_nouns(title: str) -> list[str]:
