@@ -35,11 +35,11 @@ code gives for the same purchase (``benchmarks/webshop_reward_agreement.py`` mea
   :attr:`~webshop_env.schema.Goal.option_values_only`) compare values, both sides normalised.
 * **price** — the price paid is at most the goal's ``price_upper``.
 
-Fuzzy ratios are thefuzz's ``token_set_ratio`` (thefuzz >= 0.20, which WebShop's ``thefuzz``
-import resolves to today): both strings as ``str()``, characters U+0080-U+00FF deleted,
-everything but letters and digits turned to spaces, lower-cased, then rapidfuzz's token-set
-ratio rounded to an integer. (WebShop pinned thefuzz 0.19.0, whose pure-Python fallback uses
-``difflib``; the benchmark reports agreement with that too.)
+Fuzzy ratios are thefuzz's ``token_set_ratio`` as thefuzz >= 0.20 computes it: both strings as
+``str()``, characters U+0080-U+00FF deleted, everything but letters and digits turned to spaces,
+lower-cased, then rapidfuzz's token-set ratio rounded to an integer. (WebShop pinned thefuzz
+0.19.0, whose pure-Python fallback uses ``difflib``; the benchmark agreed with both versions on
+every purchase it drew.)
 
 ``variant="corrected"`` fixes the two quirks that are plainly unintended: goal attributes are
 lower-cased before the text check, and goal options are compared by value (both sides
