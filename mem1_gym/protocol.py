@@ -141,6 +141,43 @@ def format_turn(state: str, role: str, argument: str, tags: TagSet = PAPER_TAGS)
     return f"<{tags.state}> {state} </{tags.state}><{action}> {argument} </{action}>"
 
 
-def format_info(text: str, tags: TagSet = PAPER_TAGS) -> str:
-    """Wrap an environment answer in the info tag, on its own lines."""
-    return f"\n<{tags.info}> {text} </{tags.info}>\n"
+#: How tool results are shown to the agent:
+#:
+#: * ``paper``: ``\n<info> text </info>\n``, passages as ``Doc 1 "Title"\ntext`` lines.
+#: * ``search-r1``: Search-R1's observation, on which the released MEM1 checkpoints' base was
+#:   trained: ``\n\n<information>text</information>\n\n`` (text stripped), passages as
+#:   ``Doc 1(Title: "Title") text`` lines.
+#: * ``mem1``: MEM1's QA trainer: ``search-r1`` with a turns-left hint first in the block.
+OBSERVATION_FORMATS: tuple[str, ...] = ("paper", "search-r1", "mem1")
+
+
+def resolve_format(format: str | None, tags: str | TagSet) -> str:
+    """``format``, checked; ``None`` follows the tags (checkpoint tags: ``search-r1``, else ``paper``)."""
+    if format is None:
+        return "search-r1" if get_tag_set(tags) == CHECKPOINT_TAGS else "paper"
+    if format not in OBSERVATION_FORMATS:
+        raise ValueError(f"unknown observation format {format!r}; choose one of {list(OBSERVATION_FORMATS)}")
+    return format
+
+
+def turns_left_hint(turns_left: int) -> str:
+    """MEM1's hint of how many turns remain (empty when none)."""
+    if turns_left > 1:
+        return f"[HINT]You have {turns_left} turns left.[/HINT]"
+    if turns_left == 1:
+        return "[HINT]You have 1 turn left. You must answer the question in the next turn.[/HINT]"
+    return ""
+
+
+def format_info(text: str, tags: TagSet = PAPER_TAGS, format: str = "paper", turns_left: int = 0) -> str:
+    """Wrap an environment answer in the info tag as ``format`` shows it (see :data:`OBSERVATION_FORMATS`).
+
+    ``turns_left`` feeds the ``mem1`` format's hint.
+    """
+    if format == "paper":
+        return f"\n<{tags.info}> {text} </{tags.info}>\n"
+    if format == "search-r1":
+        return f"\n\n<{tags.info}>{text.strip()}</{tags.info}>\n\n"
+    if format == "mem1":
+        return f"\n\n<{tags.info}>{turns_left_hint(turns_left)}\n\n{text.strip()}</{tags.info}>\n\n"
+    raise ValueError(f"unknown observation format {format!r}; choose one of {list(OBSERVATION_FORMATS)}")

@@ -19,8 +19,8 @@ from .context import TokenCounter
 from .data import QADataset, QAItem, load_dataset
 from .data.compose import MultiObjectiveTask, format_questions, sample_task
 from .memory import MemoryPolicy
-from .protocol import ANSWER, SEARCH, TagSet, Turn, format_turn
-from .retrieval import Hit, Retriever, make_retriever
+from .protocol import ANSWER, SEARCH, TagSet, Turn, format_info, format_turn, resolve_format
+from .retrieval import Retriever, format_passages, make_retriever
 from .scoring import normalize_answer, score_answers, split_answers
 from .turn_env import MAX_OBSERVATION_CHARS, Outcome, TurnEnv
 
@@ -36,13 +36,6 @@ You have at most {max_turns} turns.
 Questions:
 {questions}
 """
-
-
-def format_hits(hits: Sequence[Hit]) -> str:
-    """Search results as the agent sees them: one numbered passage per line."""
-    if not hits:
-        return "No results."
-    return "\n".join(f"Doc {i} {hit.contents}" for i, hit in enumerate(hits, 1))
 
 
 class MultiObjectiveQAEnv(TurnEnv):
@@ -64,6 +57,9 @@ class MultiObjectiveQAEnv(TurnEnv):
         dataset_seed: seed of the generated dataset (a different world per seed).
         dataset_size: passages in a generated dataset (its default when None).
         max_query_chars: longer queries are refused with a message.
+        format: observation format, ``paper``, ``search-r1`` or ``mem1`` (see
+            :data:`~mem1_gym.protocol.OBSERVATION_FORMATS`); by default ``search-r1`` with
+            ``tags="checkpoint"``, else ``paper``.
         The remaining arguments are :class:`~mem1_gym.turn_env.TurnEnv`'s.
 
     Metrics: ``em``, ``f1``, ``answered``, ``n_objectives`` and ``tool_errors``, the searches that
@@ -92,6 +88,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         dataset_seed: int = 0,
         dataset_size: int | None = None,
         max_query_chars: int = 1_000,
+        format: str | None = None,
         max_observation_chars: int = MAX_OBSERVATION_CHARS,
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
@@ -111,6 +108,7 @@ class MultiObjectiveQAEnv(TurnEnv):
             seed=seed,
             render_mode=render_mode,
         )
+        self.format = resolve_format(format, self.tags)
         self.n_objectives = n_objectives
         self.topk = int(topk)
         self.max_query_chars = int(max_query_chars)
@@ -160,6 +158,9 @@ class MultiObjectiveQAEnv(TurnEnv):
             extra={"em": self._em, "f1": self._f1},
         )
 
+    def _format_info(self, text: str) -> str:
+        return format_info(text, self.tags, self.format, turns_left=self.max_turns - self.turn)
+
     def _task_metrics(self) -> dict[str, float]:
         return {
             "em": self._em,
@@ -184,7 +185,7 @@ class MultiObjectiveQAEnv(TurnEnv):
             self.tool_errors += 1
             return Outcome(info=f"Search failed: {err}", extra={"search_error": str(err)})
         self._searched.add(normalize_answer(query))
-        return Outcome(info=format_hits(hits), extra={"hits": [h.id for h in hits]})
+        return Outcome(info=format_passages(hits, self.format), extra={"hits": [h.id for h in hits]})
 
     # -- oracle -----------------------------------------------------------------
 

@@ -55,6 +55,27 @@ class Retriever(Protocol):
         ...
 
 
+def format_passages(hits: Sequence[Hit], format: str = "paper") -> str:
+    """Search results as the agent sees them, in an observation format of :mod:`mem1_gym.protocol`.
+
+    ``paper``: one ``Doc i <contents>`` line per passage (``No results.`` for none).
+    ``search-r1`` / ``mem1``: Search-R1's rendering: the first line of the contents is the title
+    (FlashRAG's quoted title, quotes kept), the rest the text: ``Doc i(Title: <title>) <text>``
+    and a newline per passage, nothing for no passage.
+    """
+    if format == "paper":
+        if not hits:
+            return "No results."
+        return "\n".join(f"Doc {i} {hit.contents}" for i, hit in enumerate(hits, 1))
+    if format in ("search-r1", "mem1"):
+        out = []
+        for i, hit in enumerate(hits, 1):
+            title, _, text = hit.contents.partition("\n")
+            out.append(f"Doc {i}(Title: {title}) {text}\n")
+        return "".join(out)
+    raise ValueError(f"unknown observation format {format!r}")
+
+
 # ----------------------------------------------------------------------------- analysis
 
 #: Bump when :func:`analyze` changes, so saved indexes are rebuilt.

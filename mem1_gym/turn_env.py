@@ -146,6 +146,10 @@ class TurnEnv(gym.Env[str, str]):
         """The turn an expert would take now (may read the hidden task)."""
         raise NotImplementedError
 
+    def _format_info(self, text: str) -> str:
+        """The observation segment of a tool result (subclasses with other formats override it)."""
+        return format_info(text, self.tags)
+
     # -- Gymnasium API --------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -198,7 +202,7 @@ class TurnEnv(gym.Env[str, str]):
         info_text = outcome.info
         if truncated:
             info_text += f" The turn limit ({self.max_turns}) is reached; the episode ends."
-        obs_seg = self.transcript.add("observation", self.turn - 1, format_info(info_text, self.tags))
+        obs_seg = self.transcript.add("observation", self.turn - 1, self._format_info(info_text))
         observation = self.transcript.visible_text()
         truncation_reason = "turn limit" if truncated else None
         if len(observation) > self.max_observation_chars:

@@ -66,3 +66,22 @@ def test_roles_restrict_actions():
 
 def test_format_info_wraps_on_own_lines():
     assert format_info("hello", CHECKPOINT_TAGS) == "\n<information> hello </information>\n"
+
+
+def test_observation_format_follows_the_tags_unless_given():
+    from mem1_gym.protocol import resolve_format
+
+    assert (resolve_format(None, "paper"), resolve_format(None, "checkpoint")) == ("paper", "search-r1")
+    assert resolve_format("mem1", "paper") == "mem1"
+    with pytest.raises(ValueError, match="observation format"):
+        resolve_format("searchr1", "paper")
+
+
+def test_search_r1_and_mem1_information_blocks():
+    # Search-R1: '\n\n<information>{results.strip()}</information>\n\n'; MEM1's trainer puts its hint first.
+    text = 'Doc 1(Title: "A") a\n'
+    assert format_info(text, CHECKPOINT_TAGS, "search-r1") == '\n\n<information>Doc 1(Title: "A") a</information>\n\n'
+    assert format_info(text, CHECKPOINT_TAGS, "mem1", turns_left=3) == (
+        '\n\n<information>[HINT]You have 3 turns left.[/HINT]\n\nDoc 1(Title: "A") a</information>\n\n')
+    assert format_info(text, CHECKPOINT_TAGS, "mem1", turns_left=1).startswith(
+        "\n\n<information>[HINT]You have 1 turn left. You must answer the question in the next turn.[/HINT]\n\n")

@@ -195,3 +195,47 @@ def test_observation_budget_truncates_instead_of_leaving_the_space():
             assert "max_observation_chars" in info["truncation_reason"] and "metrics" in info
             break
     assert truncated
+
+
+def _flashrag_files(tmp_path):
+    import json
+
+    corpus = tmp_path / "corpus.jsonl"
+    passages = [  # wiki-18 layout: the quoted title, a newline, the text (which repeats the title)
+        {"id": "0", "contents": '"Evan Morris"\nEvan Morris Evan L. Morris (January 26, 1977 – July 9, 2015) was a lobbyist.'},
+        {"id": "1", "contents": '"Morris Park"\nMorris Park is a neighborhood.\nIt lies in the Bronx.'},
+        {"id": "2", "contents": '"Unrelated"\nNothing here.'},
+    ]
+    corpus.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages), encoding="utf-8")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Who was Morris {i}?", "golden_answers": ["x"]}) + "\n"
+                                 for i in range(10)))
+    from mem1_gym.data import load_dataset
+
+    dataset = load_dataset(str(questions), corpus=str(corpus))
+    return dict(dataset=dataset, split="all", topk=2, retriever="rank_bm25")
+
+
+def test_checkpoint_tags_render_passages_as_search_r1(tmp_path):
+    env = gym.make(ENV_ID, tags="checkpoint", max_turns=4, **_flashrag_files(tmp_path))
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("<think> look him up </think><search> Evan Morris lobbyist </search>")
+    # Written by hand from Search-R1's _passages2string and its '<information>' wrapping.
+    assert info["new_segments"][1]["text"] == (
+        '\n\n<information>Doc 1(Title: "Evan Morris") Evan Morris Evan L. Morris (January 26, 1977 – July 9, 2015) '
+        'was a lobbyist.\nDoc 2(Title: "Morris Park") Morris Park is a neighborhood.\nIt lies in the Bronx.'
+        '</information>\n\n')
+
+
+def test_format_kwarg_overrides_the_tags(tmp_path):
+    files = _flashrag_files(tmp_path)
+    env = gym.make(ENV_ID, tags="checkpoint", format="paper", max_turns=4, **files)
+    env.reset(seed=0)
+    text = env.step("<think> s </think><search> Evan Morris lobbyist </search>")[4]["new_segments"][1]["text"]
+    assert text.startswith('\n<information> Doc 1 "Evan Morris"\nEvan Morris Evan L.')
+    env = gym.make(ENV_ID, tags="checkpoint", format="mem1", max_turns=4, **files)
+    env.reset(seed=0)
+    text = env.step("<think> s </think><search> Evan Morris lobbyist </search>")[4]["new_segments"][1]["text"]
+    assert text.startswith('\n\n<information>[HINT]You have 3 turns left.[/HINT]\n\nDoc 1(Title: "Evan Morris")')
+    with pytest.raises(ValueError, match="observation format"):
+        gym.make(ENV_ID, format="html", **files)

@@ -4,7 +4,7 @@ Importing the package registers ``webshop_env/WebShop-v0`` (in-process) and
 ``webshop_env/WebShopBrowser-v0`` (the same site driven by headless Chromium).
 
 Public names are imported lazily (PEP 562), so ``import webshop_env`` stays cheap: bm25s,
-numpy and rapidfuzz load only when the search engine or the reward is first used.
+numpy, rapidfuzz and spaCy load only when the search engine or the reward is first used.
 """
 
 from __future__ import annotations

@@ -142,6 +142,8 @@ class WebShopEnv(ShopEnvBase):
         max_steps: the episode is truncated after this many actions.
         seed: seeds the first ``reset()`` called without a seed.
         site: a ready :class:`~webshop_env.site.Site` (overrides the catalog arguments).
+        reward_variant: ``original`` (WebShop's reward code, quirks included; default) or
+            ``corrected`` (see :mod:`webshop_env.reward`).
         render_mode: ``ansi`` returns the observation, ``human`` prints it.
     """
 
@@ -159,12 +161,13 @@ class WebShopEnv(ShopEnvBase):
         seed: int | None = None,
         site: Site | None = None,
         render_mode: str | None = None,
+        reward_variant: str = "original",
     ):
         super().__init__(observation_mode, max_steps, seed, render_mode)
         self.site = site or shared_site(SiteConfig(
             num_products=int(num_products), catalog_path=catalog_path, attributes_path=attributes_path,
             human_goals_path=human_goals_path, human_goals=bool(human_goals), goal_split=goal_split,
-            catalog_seed=int(catalog_seed),
+            catalog_seed=int(catalog_seed), reward_variant=reward_variant,
         ))
         self.engine: Engine | None = None
 

@@ -79,7 +79,7 @@ def _human_goals(product: Product, seed: int) -> list[Goal]:
         raw_options = entry.get("instruction_options") or {}
         if isinstance(raw_options, dict):
             goal_options = {str(k): str(v) for k, v in raw_options.items()}
-        else:  # a bare list of values: positional names (the reward reads only the values)
+        else:  # a bare list of values: positional names, and the reward compares values only
             goal_options = {f"option {i + 1}": str(v) for i, v in enumerate(raw_options)}
         goals.append(Goal(
             asin=product.asin,
@@ -92,6 +92,7 @@ def _human_goals(product: Product, seed: int) -> list[Goal]:
             goal_options=goal_options,
             price_upper=upper,
             weight=1.0,
+            option_values_only=not isinstance(raw_options, dict),
         ))
     return goals
 

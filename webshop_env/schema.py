@@ -50,9 +50,11 @@ class Product:
 class Goal:
     """One shopping task: the instruction an agent reads and what the reward checks.
 
-    ``goal_options`` maps option name to the wanted value (human goals may carry values under
-    positional names when the instruction file lists them without names). ``price_upper`` is the
-    price ceiling (1e6 when the goal states none); ``weight`` is WebShop's attribute-rarity weight.
+    ``goal_options`` maps option name to the wanted value. A human instruction file may list
+    the values without names: they are then kept under positional names (``option 1``, ...) and
+    ``option_values_only`` is set, because WebShop's reward compares such bare values, but
+    ``(name, value)`` pairs for named options. ``price_upper`` is the price ceiling (1e6 when
+    the goal states none); ``weight`` is WebShop's attribute-rarity weight.
     """
 
     asin: str
@@ -65,6 +67,7 @@ class Goal:
     goal_options: dict[str, str]
     price_upper: float
     weight: float
+    option_values_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of every field."""

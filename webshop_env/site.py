@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from . import pages
 from .catalog import Catalog
 from .goals import make_goals, split_goals
-from .reward import score_purchase
+from .reward import REWARD_VARIANTS, score_purchase, spacy_pipeline
 from .routes import Route, RouteError
 from .schema import Goal, Product
 from .search import SearchEngine
@@ -60,6 +60,8 @@ class SiteConfig:
         catalog_seed: seeds the synthetic catalog and the goal generation.
         top_k: results kept per search (WebShop: 50).
         per_page: results per page (WebShop: 10).
+        reward_variant: ``original`` (WebShop's reward code, quirks included) or ``corrected``
+            (see :mod:`webshop_env.reward`).
     """
 
     num_products: int = 1000
@@ -71,6 +73,7 @@ class SiteConfig:
     catalog_seed: int = 0
     top_k: int = 50
     per_page: int = 10
+    reward_variant: str = "original"
 
 
 class Site:
@@ -82,6 +85,7 @@ class Site:
         search_engine: defaults to a :class:`~webshop_env.search.SearchEngine` over ``catalog``.
         top_k: results kept per search.
         per_page: results per page.
+        reward_variant: ``original`` (default) or ``corrected`` (see :mod:`webshop_env.reward`).
     """
 
     def __init__(
@@ -91,9 +95,14 @@ class Site:
         search_engine: SearchEngine | None = None,
         top_k: int = 50,
         per_page: int = 10,
+        reward_variant: str = "original",
     ):
         if not goals:
             raise ValueError("a site needs at least one goal")
+        if reward_variant not in REWARD_VARIANTS:
+            raise ValueError(f"reward_variant must be one of {REWARD_VARIANTS}, got {reward_variant!r}")
+        self.reward_variant = reward_variant
+        spacy_pipeline()  # load the tagger now, not inside the first purchase's request
         self.catalog = catalog
         self.goals = list(goals)
         self.search_engine = search_engine or SearchEngine(catalog)
@@ -118,7 +127,8 @@ class Site:
         goals = split_goals(make_goals(catalog, seed=config.catalog_seed, human=config.human_goals))[config.goal_split]
         if not goals:
             raise ValueError(f"the {config.goal_split!r} split has no goals for this catalog")
-        return cls(catalog, goals, top_k=config.top_k, per_page=config.per_page)
+        return cls(catalog, goals, top_k=config.top_k, per_page=config.per_page,
+                   reward_variant=config.reward_variant)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -189,7 +199,7 @@ class Site:
             return RenderedPage(route, pages.render_item(route, text, product))
         if route.kind == "sub_page":
             return RenderedPage(route, pages.render_sub_page(route, text, product))
-        result = score_purchase(goal, product, dict(route.options))
+        result = score_purchase(goal, product, dict(route.options), variant=self.reward_variant)
         breakdown = result.to_dict()
         html = pages.render_done(route, text, product, result.total, breakdown)
         return RenderedPage(route, html, reward=float(result.total), breakdown=breakdown)
