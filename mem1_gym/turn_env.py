@@ -59,7 +59,7 @@ class TurnEnv(gym.Env[str, str]):
     """Base class of MEM1 text environments (see the module docstring for the step API).
 
     Args:
-        memory: memory policy spec (``full``, ``mem1``, ``window:k``, ``truncate:n``) or instance.
+        memory: memory policy spec (``full``, ``mem1``, ``window:k``, ``truncate:n``, ``summary:k``) or instance.
         tags: ``"paper"``, ``"checkpoint"`` or a :class:`~mem1_gym.protocol.TagSet`.
         max_turns: the episode is truncated after this many turns.
         format_penalty: subtracted from the reward of a malformed turn.
@@ -137,10 +137,10 @@ class TurnEnv(gym.Env[str, str]):
         self.turn = 0
         self.invalid_turns = 0
         self.episode_over = False
-        prompt = self.transcript.add("prompt", -1, self._new_task())
+        self.transcript.add("prompt", -1, self._new_task())
         # tool_result is always a dict (empty when no tool ran): gymnasium's vector
         # envs merge infos key by key and fail when a key is None in one env and a dict in another.
-        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result={})
+        info = self._step_info(self._segments_since(0), valid=True, error=None, tool_result={})
         if self.render_mode == "human":
             self.render()
         return self.transcript.visible_text(), info
@@ -155,7 +155,8 @@ class TurnEnv(gym.Env[str, str]):
         too_long = len(text) > self.max_action_chars
         if too_long:
             text = text[: self.max_action_chars]
-        action_seg = self.transcript.add("action", self.turn, text)
+        first_new = len(self.transcript.segments)
+        self.transcript.add("action", self.turn, text)
 
         if not isinstance(action, str):
             turn = Turn(None, None, None, f"the action must be text, got {type(action).__name__}")
@@ -176,7 +177,7 @@ class TurnEnv(gym.Env[str, str]):
         info_text = outcome.info
         if truncated:
             info_text += f" The turn limit ({self.max_turns}) is reached; the episode ends."
-        obs_seg = self.transcript.add("observation", self.turn - 1, format_info(info_text, self.tags))
+        self.transcript.add("observation", self.turn - 1, format_info(info_text, self.tags))
         observation = self.transcript.visible_text()
         truncation_reason = "turn limit" if truncated else None
         if len(observation) > self.max_observation_chars:
@@ -191,7 +192,7 @@ class TurnEnv(gym.Env[str, str]):
 
         tool_result = {"role": turn.role, "argument": turn.argument, "result": outcome.info, **outcome.extra}
         info = self._step_info(
-            [action_seg.to_dict(), obs_seg.to_dict()],
+            self._segments_since(first_new),
             valid=outcome.valid,
             error=None if outcome.valid else outcome.info,
             tool_result=tool_result,
@@ -220,6 +221,10 @@ class TurnEnv(gym.Env[str, str]):
             **self.transcript.metrics(),
             **self._task_metrics(),
         }
+
+    def _segments_since(self, first: int) -> list[dict]:
+        """The segments appended from id ``first`` on (incl. a memory policy's inserted ones), as dicts."""
+        return [seg.to_dict() for seg in self.transcript.segments[first:]]
 
     def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict) -> dict[str, Any]:
         info: dict[str, Any] = {
