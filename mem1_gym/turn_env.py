@@ -30,6 +30,7 @@ from .context import TokenCounter, Transcript, whitespace_token_counter
 from .memory import MemoryPolicy, make_memory_policy
 from .protocol import TagSet, Turn, format_info, get_tag_set, parse_turn
 from .spaces import UnicodeText
+from .turn_rewards import TurnFeedback, TurnRewardSpec, make_turn_reward, turn_reward_value
 
 #: Default bound of the observation space. ``AsyncVectorEnv`` reserves 4 bytes per character of it in
 #: shared memory, so it is a real budget: an episode whose visible context outgrows it is truncated.
@@ -69,6 +70,9 @@ class TurnEnv(gym.Env[str, str]):
         token_counter: counts tokens of a segment's text (whitespace words by default).
         seed: seeds the first ``reset()`` when it is called without a seed.
         render_mode: ``"ansi"`` returns the visible context, ``"human"`` prints it.
+        turn_reward: per-turn shaping added to the outcome reward and reported apart
+            (``info["reward_terms"]``); a callable, ``"format:c"``, ``"tool_cost:c"`` or a list
+            (see :mod:`mem1_gym.turn_rewards`). Off by default.
     """
 
     metadata = {"render_modes": ["ansi", "human"]}
@@ -86,6 +90,7 @@ class TurnEnv(gym.Env[str, str]):
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        turn_reward: TurnRewardSpec = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -94,6 +99,8 @@ class TurnEnv(gym.Env[str, str]):
         self.memory = make_memory_policy(memory)
         self.tags = get_tag_set(tags)
         self.max_turns = int(max_turns)
+        self.turn_reward = make_turn_reward(turn_reward)
+        self.turn_reward_sum = 0.0
         self.format_penalty = float(format_penalty)
         self.max_action_chars = int(max_action_chars)
         #: Settable: token-level wrappers install a counter that matches their ids.
@@ -136,6 +143,7 @@ class TurnEnv(gym.Env[str, str]):
         self.transcript = Transcript(self.memory, self.token_counter)
         self.turn = 0
         self.invalid_turns = 0
+        self.turn_reward_sum = 0.0
         self.episode_over = False
         self.transcript.add("prompt", -1, self._new_task())
         # tool_result is always a dict (empty when no tool ran): gymnasium's vector
@@ -171,6 +179,11 @@ class TurnEnv(gym.Env[str, str]):
             outcome = Outcome(info=f"Invalid turn: {turn.error}.", reward=-self.format_penalty, valid=False)
         if not outcome.valid:
             self.invalid_turns += 1
+        shaped = 0.0
+        if self.turn_reward is not None:
+            feedback = TurnFeedback(self.turn, turn.role, turn.argument, outcome.valid, outcome.terminated, float(outcome.reward), self)
+            shaped = turn_reward_value(self.turn_reward, feedback)
+            self.turn_reward_sum += shaped
         self.turn += 1
         terminated = outcome.terminated
         truncated = not terminated and self.turn >= self.max_turns
@@ -197,11 +210,12 @@ class TurnEnv(gym.Env[str, str]):
             error=None if outcome.valid else outcome.info,
             tool_result=tool_result,
         )
+        info["reward_terms"] = {"outcome": float(outcome.reward), "turn": shaped}
         if truncation_reason:
             info["truncation_reason"] = truncation_reason
         if self.render_mode == "human":
             self.render()
-        return observation, float(outcome.reward), terminated, truncated, info
+        return observation, float(outcome.reward) + shaped, terminated, truncated, info
 
     def render(self) -> str | None:
         """``ansi``: the visible context; ``human``: print it."""
@@ -220,6 +234,7 @@ class TurnEnv(gym.Env[str, str]):
             "invalid_turns": self.invalid_turns,
             **self.transcript.metrics(),
             **self._task_metrics(),
+            **({"turn_reward": self.turn_reward_sum} if self.turn_reward is not None else {}),
         }
 
     def _segments_since(self, first: int) -> list[dict]:
