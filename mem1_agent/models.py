@@ -223,6 +223,20 @@ class PolicyWithValue(nn.Module):
         return {"hidden": hidden, "values": values, "logits": logits}
 
 
+def as_policy(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is a :class:`PolicyWithValue` (or wraps one, as DDP does), else a value-less
+    :class:`PolicyWithValue` over it, sharing its weights: so a plain Hugging Face causal LM works
+    wherever a policy is expected (stitched forwards, per-turn log-probs)."""
+    inner = getattr(model, "module", model)
+    if isinstance(inner, PolicyWithValue):
+        return model
+    if not callable(getattr(inner, "get_decoder", None)):
+        raise TypeError(
+            f"expected a PolicyWithValue or a Hugging Face causal LM (with get_decoder()), got {type(inner).__name__}"
+        )
+    return PolicyWithValue(inner, value_head=False)
+
+
 def _decoder(lm: nn.Module) -> nn.Module:
     base = getattr(lm, "get_base_model", None)
     if callable(base):  # peft
