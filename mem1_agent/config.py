@@ -17,12 +17,13 @@ from typing import Any, Sequence
 
 import yaml
 
+from .errors import UserError
 from .grpo import GRPOConfig
 from .policy import SamplingConfig
 from .ppo import PPOConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
 
 
@@ -43,6 +44,14 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
     dtype: str = "float32"
     critic: str | None = None
+
+    def __post_init__(self) -> None:
+        from .models import check_attn_implementation
+
+        try:
+            check_attn_implementation(self.attn_implementation)
+        except ValueError as err:
+            raise ConfigError(f"model.attn_implementation: {err}") from None
 
 
 @dataclass

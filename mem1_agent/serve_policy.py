@@ -25,7 +25,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Sequence
 
-from webshop_env.http_service import HTTPService, OwnedHTTPServer
+from webshop_env.http_service import HTTPService, OwnedHTTPServer, check_port
+
+from .threads import add_threads_argument, apply_threads
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 8 * 2**20
@@ -256,9 +258,16 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    add_threads_argument(p)
     args = p.parse_args(argv)
     from .models import load_policy
 
+    try:
+        check_port(args.port)
+    except ValueError as err:
+        print(f"mem1 serve-policy: {err}", file=sys.stderr)
+        return 2
+    apply_threads(args.threads)
     try:
         model, tokenizer = load_policy(args.model, value_head=False)
     except (OSError, ValueError) as err:

@@ -62,8 +62,10 @@ def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
             env = getattr(importlib.import_module(module), name)(**kwargs)
         else:
             env = gym.make(cfg.id, disable_env_checker=True, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
+    except (TypeError, ValueError) as err:
+        # gymnasium appends the whole kwargs dict to the constructor's message; the first clause says it.
+        reason = str(err).split(" was raised from the environment creator")[0]
+        raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {reason}") from None
     return env
 
 
@@ -400,10 +402,24 @@ def train(cfg: Config) -> dict[str, Any]:
     return Trainer(cfg).run()
 
 
+def describe(cfg: Config) -> str:
+    """One line saying what ``cfg`` runs and where it writes."""
+    steps = {"sft": f"{cfg.sft.steps} SFT steps", "sft+ppo": f"{cfg.sft.steps} SFT steps then {cfg.train.iterations} PPO iterations"}
+    work = steps.get(cfg.train.algorithm, f"{cfg.train.iterations} {cfg.train.algorithm.upper()} iterations")
+    return (
+        f"{work} of model {cfg.model.name!r} on {cfg.env.id} (memory={cfg.env.memory}, {cfg.env.num_envs} envs), "
+        f"writing {cfg.train.output_dir}"
+    )
+
+
 def cli(argv: list[str]) -> int:
     """``mem1 train --config FILE [section.key=value ...]``."""
+    from .threads import add_threads_argument, apply_threads
+
     parser = argparse.ArgumentParser(prog="mem1 train", description="Train a MEM1 agent (sft, ppo, grpo, sft+ppo).")
     parser.add_argument("--config", help="YAML config (see examples/configs/)")
+    parser.add_argument("--defaults", action="store_true", help="run the built-in defaults without a config file")
+    add_threads_argument(parser)
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. ppo.lr=1e-5 train.iterations=3")
     args = parser.parse_args(argv)
     try:
@@ -411,7 +427,21 @@ def cli(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
+    if args.config is None and not args.defaults:
+        print(f"mem1 train: no --config given; the defaults would run {describe(cfg)}.", file=sys.stderr)
+        print("Pass --config FILE (presets: examples/configs/), or --defaults to run them.", file=sys.stderr)
+        return 2
+    # Fail on a bad env id, memory policy or env argument now, not after loading the model.
+    make_text_env(cfg.env).close()
+    threads = apply_threads(args.threads)
+    print(f"mem1 train: {describe(cfg)} ({threads} CPU threads)", flush=True)
     results = train(cfg)
     if results:
         print(json.dumps(results, indent=2))
+    out = Path(cfg.train.output_dir)
+    written = [name for name in ("checkpoint.pt", "config.yaml", "tb", "results.json") if (out / name).exists()]
+    print(f"wrote {', '.join(written)} in {out}")
+    last = results.get("after") or results.get("after_sft") or {}
+    headline = ", ".join(f"N={n} EM={s.get('em', float('nan')):.3f}" for n, s in last.items() if isinstance(s, dict))
+    print(f"done: {cfg.train.algorithm} finished" + (f"; held-out {headline}" if headline else " (no held-out evaluation; set train.eval_after=true)"))
     return 0

@@ -37,7 +37,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Sequence
 
-from webshop_env.http_service import HTTPService, OwnedHTTPServer
+from webshop_env.http_service import HTTPService, OwnedHTTPServer, check_port
 
 from .retrieval import Hit, Retriever
 
@@ -392,6 +392,7 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
+        check_port(args.port)
         retriever, n_docs = _load_retriever(args)
     except (OSError, ValueError) as exc:
         print(f"mem1 serve-retriever: {exc}", file=sys.stderr)

@@ -15,9 +15,21 @@ server) share this life cycle; each subclass only sets up its state and names it
 
 from __future__ import annotations
 
+import operator
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def check_port(port: object) -> int:
+    """``port`` as an int if it is a TCP port number (0 picks a free one); a clear ``ValueError`` otherwise."""
+    try:
+        value = operator.index(port)  # ints and numpy ints; not floats or strings
+    except TypeError:
+        value = -1
+    if isinstance(port, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}")
+    return value
 
 
 class OwnedHTTPServer(ThreadingHTTPServer):
@@ -50,7 +62,7 @@ class HTTPService:
         backlog: int = 128,
         poll_interval: float = 0.05,
     ):
-        httpd = OwnedHTTPServer((host, int(port)), handler, bind_and_activate=False)
+        httpd = OwnedHTTPServer((host, check_port(port)), handler, bind_and_activate=False)
         httpd.request_queue_size = backlog
         try:
             httpd.server_bind()
