@@ -135,6 +135,8 @@ class TrainConfig:
         eval_before: evaluate before training; ``eval_after``: after.
         progress: show tqdm progress bars.
         lr_warmup: linear warm-up steps of the learning-rate schedule (then constant).
+        wandb: ``wandb.init`` arguments (e.g. ``{project: mem1}``) to log to Weights & Biases next to
+            TensorBoard; ``null`` (default) never imports wandb.
     """
 
     algorithm: str = "ppo"
@@ -147,6 +149,7 @@ class TrainConfig:
     eval_after: bool = False
     progress: bool = True
     lr_warmup: int = 0
+    wandb: dict | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

@@ -34,6 +34,7 @@ from .grpo import grpo_iteration, group_seeds
 from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
+from .wandb_logging import start_wandb
 
 #: The SFT model, the KL reference of the PPO phase of ``sft+ppo``.
 REFERENCE_FILE = "reference.pt"
@@ -171,6 +172,8 @@ class Trainer:
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         set_seed(cfg.train.seed, device_specific=False)
+        # Before the model loads, so that W&B enabled without the package fails at once.
+        self.wandb = start_wandb(cfg.train.wandb, cfg.to_dict(), cfg.train.output_dir) if self.accelerator.is_main_process else None
         algo = cfg.train.algorithm
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.model.dtype)
         if dtype is None:
@@ -262,13 +265,16 @@ class Trainer:
         return bool((gathered == gathered[0]).all())
 
     def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
-        """TensorBoard scalars (main process only)."""
+        """TensorBoard (and W&B, when enabled) scalars (main process only)."""
         if self.writer is None:
             return
         for k, v in scalars.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
         self.writer.flush()
+        if self.wandb is not None:
+            logged = {f"{prefix}/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            self.wandb.log({**logged, f"{prefix}/step": step})
 
     def print(self, *args: Any) -> None:
         """Print on the main process."""
@@ -309,6 +315,8 @@ class Trainer:
             (self.out / "results.json").write_text(json.dumps(results, indent=2))
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
         return results
 
     def _evaluate(self, label: str) -> dict[str, Any]:
