@@ -98,3 +98,17 @@ def sb3_logs_in_tmp(tmp_path, monkeypatch):
     ``SB3_LOGDIR`` is set; point it at the test's own temp dir so the suite leaves nothing behind.
     Modules that train with SB3 use it with ``pytestmark = pytest.mark.usefixtures("sb3_logs_in_tmp")``."""
     monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3-logs"))
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port where connections are refused, for as long as the test runs.
+
+    A socket bound to port 0 (the kernel picks the port) that never listens: unlike picking a
+    free port and closing it, nothing else can take the port while the test relies on it.
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
