@@ -24,6 +24,13 @@ def tok(request):
     return AutoTokenizer.from_pretrained(str(default_model_path()))
 
 
+@pytest.fixture(scope="module")
+def tiny_tok():
+    """The tiny tokenizer only: for tests that sample thousands of masked tokens or brute-force the vocabulary,
+    which a 49k vocabulary makes take many minutes."""
+    return build_tiny_tokenizer()
+
+
 def make(tok, memory="mem1", **kwargs) -> TokenMDPEnv:
     kwargs.setdefault("max_length", 300)
     kwargs.setdefault("max_turn_tokens", 40)
@@ -125,7 +132,8 @@ def test_grammar_masks_follow_the_turn(tok):
     assert not inside[tok.convert_tokens_to_ids("<|im_start|>")]
 
 
-def test_masked_random_turns_are_always_well_formed(tok):
+def test_masked_random_turns_are_always_well_formed(tiny_tok):
+    tok = tiny_tok
     env = make(tok, memory="mem1", max_turn_tokens=200, max_length=1000)
     g = env.grammar
     rng = np.random.default_rng(0)
