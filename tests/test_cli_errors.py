@@ -88,3 +88,17 @@ def test_eval_objectives_on_an_env_without_objectives(capsys, tmp_path):
         capsys, ["eval", "--policy", "oracle", "--envs", "webshop_env/WebShop-v0", "--objectives", "2", "--out", str(tmp_path)],
         "mem1 eval: --objectives: webshop_env/WebShop-v0 has no objectives (no n_objectives argument); drop --objectives",
     )
+
+
+def test_train_ends_with_where_and_what(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    assert main(["train", "--config", PRESET, f"train.output_dir={out_dir}", "train.iterations=1", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == (
+        f"mem1 train: 1 PPO iterations of model 'tiny' on mem1_gym/MultiObjectiveQA-v0 (memory=mem1, 2 envs), "
+        f"writing {out_dir} (1 CPU threads)"
+    )
+    assert lines[-2:] == [
+        f"wrote checkpoint.pt, config.yaml, tb, results.json in {out_dir}",
+        "done: ppo finished (no held-out evaluation; set train.eval_after=true)",
+    ]
