@@ -1,7 +1,9 @@
 """The ``mem1`` command line: one sub-command per module, imported only when used.
 
 Each sub-command lives in its own module exposing ``cli(argv: list[str]) -> int``,
-so ``mem1 webshop serve`` never pays for importing torch.
+so ``mem1 webshop serve`` never pays for importing torch. A :class:`~mem1_agent.errors.UserError`
+raised anywhere in a command (a bad model path, config key, env argument) ends it with one line on
+stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,8 +27,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mem1`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-V", "--version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"mem1 {version('mem1-gym')}")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            from . import __version__
+
+            print(f"mem1 {__version__} (source tree)")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mem1 <command> [options]\n\ncommands:")
+        print("usage: mem1 [--version] <command> [options]\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
             print(f"  {name:<20} {help_text}")
         return 0
@@ -34,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mem1: unknown command {name!r}; run 'mem1 --help' for the list", file=sys.stderr)
         return 2
+    from .errors import UserError
+
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.cli(rest) or 0)
+    try:
+        return int(module.cli(rest) or 0)
+    except UserError as err:
+        print(f"mem1 {name}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ from typing import Any, Sequence
 
 import yaml
 
+from .errors import UserError
 from .grpo import GRPOConfig
 from .policy import SamplingConfig
 from .ppo import PPOConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
 
 
@@ -77,6 +78,14 @@ class ModelConfig:
     critic: str | None = None
     gradient_checkpointing: bool = False
     lora: LoraSettings | None = None
+
+    def __post_init__(self) -> None:
+        from .models import check_attn_implementation
+
+        try:
+            check_attn_implementation(self.attn_implementation)
+        except ValueError as err:
+            raise ConfigError(f"model.attn_implementation: {err}") from None
 
 
 @dataclass
@@ -160,6 +169,8 @@ class TrainConfig:
         eval_before: evaluate before training; ``eval_after``: after.
         progress: show tqdm progress bars.
         lr_warmup: linear warm-up steps of the learning-rate schedule (then constant).
+        wandb: ``wandb.init`` arguments (e.g. ``{project: mem1}``) to log to Weights & Biases next to
+            TensorBoard; ``null`` (default) never imports wandb.
     """
 
     algorithm: str = "ppo"
@@ -172,6 +183,7 @@ class TrainConfig:
     eval_after: bool = False
     progress: bool = True
     lr_warmup: int = 0
+    wandb: dict | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

@@ -31,6 +31,7 @@ import gymnasium as gym
 import torch
 
 from .models import SUPPORTED_ATTN, check_attn_implementation, load_policy
+from .threads import add_threads_argument, apply_threads
 from .toy_task import make_env
 from .trajectory import Episode, EpisodeBuilder, per_turn_logprobs, stitch, stitched_forward
 
@@ -191,6 +192,7 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tol", type=float, default=1e-4, help="largest allowed |gap| (fp32)")
     p.add_argument("--seed", type=int, default=0)
+    add_threads_argument(p)
     args = p.parse_args(argv)
     attns = [a.strip() for a in args.attn.split(",") if a.strip()]
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]
@@ -204,6 +206,7 @@ def cli(argv: list[str]) -> int:
     except ValueError as err:
         print(f"mem1 check-consistency: {err}", file=sys.stderr)
         return 2
+    apply_threads(args.threads)
     torch.manual_seed(args.seed)
     policy, tokenizer = load_policy(args.model, attn_implementation=attns[0], dtype=getattr(torch, args.dtype), value_head=False)
     policy.to(args.device).eval()

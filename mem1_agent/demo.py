@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from .threads import add_threads_argument, apply_threads
+
 PRESET = Path(__file__).with_name("presets") / "demo.yaml"
 
 
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memories", default="full,mem1", help="memory policies to evaluate")
     parser.add_argument("--objectives", default="1,2,4", help="numbers of objectives to evaluate")
     parser.add_argument("--episodes", type=int, default=2, help="evaluation episodes per cell")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(parser)
     parser.add_argument("overrides", nargs="*", help="training config overrides, e.g. sft.steps=10 model.name=tiny")
     return parser
 
@@ -42,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: list[str]) -> int:
     """Run the demo; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    import torch
-
     from .config import ConfigError, load_config
     from .eval_policies import HFPolicy, OraclePolicy
     from .eval_report import write_report
@@ -51,8 +51,7 @@ def cli(argv: list[str]) -> int:
     from .policy import LMPolicy, SamplingConfig
     from .train import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     out = Path(args.out)
     try:
         cfg = load_config(PRESET, [f"train.output_dir={out / 'train'}", *args.overrides])

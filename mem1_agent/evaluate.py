@@ -510,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, dest="timeout_s")
     p.add_argument("--retries", type=int)
     p.add_argument("--no-progress", action="store_false", dest="progress")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, see mem1_agent.threads)")
     return p
 
 
@@ -522,14 +523,25 @@ def config_from_args(argv: list[str]) -> EvalConfig:
     from .config import load_config
 
     flags = vars(build_parser().parse_args(argv))
-    base = load_config(flags.pop("config"), flags.pop("overrides"), cls=EvalConfig)
+    flags.pop("threads", None)  # a process setting, applied by cli(), not part of the grid
+    base = load_config(flags.pop("config", None), flags.pop("overrides", []), cls=EvalConfig)
     return dataclasses.replace(base, **flags) if flags else base
 
 
 def cli(argv: list[str]) -> int:
     """``mem1 eval``: run the grid, print the Markdown table, write CSV/Markdown/PNGs."""
+    from .threads import apply_threads
+
     try:
+        explicit = vars(build_parser().parse_args(argv))
         config = config_from_args(argv)
+        if "objectives" in explicit:
+            without = [env for env in config.envs if not _accepts_objectives(env)]
+            if without and len(without) == len(config.envs):
+                raise ValueError(f"--objectives: {', '.join(without)} has no objectives (no n_objectives argument); drop --objectives")
+            if without:
+                print(f"mem1 eval: note: {', '.join(without)} has no objectives; it runs once (N=1)", file=sys.stderr)
+        apply_threads(explicit.get("threads"))
         rows = run_eval(config)
         paths = write_report(rows, config.out_dir)
     except (ValueError, RuntimeError) as err:
@@ -540,6 +552,7 @@ def cli(argv: list[str]) -> int:
     if warning:
         print(warning, file=sys.stderr)
     print(f"wrote {paths['csv']}, {paths['markdown']} and {len(paths['plots'])} plot(s) in {config.out_dir}")
+    print(f"done: {len(rows)} cell(s), {sum(int(r.get('episodes', 0)) for r in rows)} episode(s) of policy {config.policy}")
     return 0
 
 

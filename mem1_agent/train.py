@@ -47,6 +47,7 @@ from .policy import LMPolicy, SamplingConfig
 from .ppo import expose_config, ppo_iteration
 from .rollout import rollout
 from .sharding import full, gathered_parameters, is_sharded
+from .wandb_logging import start_wandb
 
 #: Snapshot name of the SFT model, the KL reference of the PPO phase of ``sft+ppo``
 #: (the LM's weights, or with LoRA the SFT adapters that were merged into the base).
@@ -76,8 +77,10 @@ def make_text_env(cfg: EnvConfig, **overrides: Any) -> Any:
             env = getattr(importlib.import_module(module), name)(**kwargs)
         else:
             env = gym.make(cfg.id, disable_env_checker=True, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {err}") from None
+    except (TypeError, ValueError) as err:
+        # gymnasium appends the whole kwargs dict to the constructor's message; the first clause says it.
+        reason = str(err).split(" was raised from the environment creator")[0]
+        raise ConfigError(f"env {cfg.id!r} rejected its arguments {sorted(kwargs)}: {reason}") from None
     return env
 
 
@@ -217,6 +220,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             clean_stale(self.out)  # what a killed save left behind
         set_seed(cfg.train.seed, device_specific=False)
+        # Before the model loads, so that W&B enabled without the package fails at once.
+        self.wandb = start_wandb(cfg.train.wandb, cfg.to_dict(), cfg.train.output_dir) if self.accelerator.is_main_process else None
         algo = cfg.train.algorithm
         model, self.tokenizer = build_policy(cfg)
         self.lora = cfg.model.lora is not None
@@ -323,13 +328,16 @@ class Trainer:
         return bool((gathered == gathered[0]).all())
 
     def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
-        """TensorBoard scalars (main process only)."""
+        """TensorBoard (and W&B, when enabled) scalars (main process only)."""
         if self.writer is None:
             return
         for k, v in scalars.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
         self.writer.flush()
+        if self.wandb is not None:
+            logged = {f"{prefix}/{k}": v for k, v in scalars.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            self.wandb.log({**logged, f"{prefix}/step": step})
 
     def print(self, *args: Any) -> None:
         """Print on the main process."""
@@ -371,6 +379,8 @@ class Trainer:
             (self.out / "results.json").write_text(json.dumps(results, indent=2))
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
         return results
 
     def _evaluate(self, label: str) -> dict[str, Any]:
@@ -466,10 +476,24 @@ def train(cfg: Config) -> dict[str, Any]:
     return Trainer(cfg).run()
 
 
+def describe(cfg: Config) -> str:
+    """One line saying what ``cfg`` runs and where it writes."""
+    steps = {"sft": f"{cfg.sft.steps} SFT steps", "sft+ppo": f"{cfg.sft.steps} SFT steps then {cfg.train.iterations} PPO iterations"}
+    work = steps.get(cfg.train.algorithm, f"{cfg.train.iterations} {cfg.train.algorithm.upper()} iterations")
+    return (
+        f"{work} of model {cfg.model.name!r} on {cfg.env.id} (memory={cfg.env.memory}, {cfg.env.num_envs} envs), "
+        f"writing {cfg.train.output_dir}"
+    )
+
+
 def cli(argv: list[str]) -> int:
     """``mem1 train --config FILE [section.key=value ...]``."""
+    from .threads import add_threads_argument, apply_threads
+
     parser = argparse.ArgumentParser(prog="mem1 train", description="Train a MEM1 agent (sft, ppo, grpo, sft+ppo).")
     parser.add_argument("--config", help="YAML config (see examples/configs/)")
+    parser.add_argument("--defaults", action="store_true", help="run the built-in defaults without a config file")
+    add_threads_argument(parser)
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. ppo.lr=1e-5 train.iterations=3")
     args = parser.parse_args(argv)
     try:
@@ -477,6 +501,14 @@ def cli(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
+    if args.config is None and not args.defaults:
+        print(f"mem1 train: no --config given; the defaults would run {describe(cfg)}.", file=sys.stderr)
+        print("Pass --config FILE (presets: examples/configs/), or --defaults to run them.", file=sys.stderr)
+        return 2
+    # Fail on a bad env id, memory policy or env argument now, not after loading the model.
+    make_text_env(cfg.env).close()
+    threads = apply_threads(args.threads)
+    print(f"mem1 train: {describe(cfg)} ({threads} CPU threads)", flush=True)
     try:
         results = train(cfg)
     except (CheckpointError, ConfigError) as err:
@@ -484,4 +516,10 @@ def cli(argv: list[str]) -> int:
         return 2
     if results:
         print(json.dumps(results, indent=2))
+    out = Path(cfg.train.output_dir)
+    written = [name for name in ("checkpoint.json", "config.yaml", "tb", "results.json") if (out / name).exists()]
+    print(f"wrote {', '.join(written)} in {out}")
+    last = results.get("after") or results.get("after_sft") or {}
+    headline = ", ".join(f"N={n} EM={s.get('em', float('nan')):.3f}" for n, s in last.items() if isinstance(s, dict))
+    print(f"done: {cfg.train.algorithm} finished" + (f"; held-out {headline}" if headline else " (no held-out evaluation; set train.eval_after=true)"))
     return 0

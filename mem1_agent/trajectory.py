@@ -73,7 +73,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .models import check_attn_implementation
+from .models import as_policy, check_attn_implementation
 
 
 @dataclass(frozen=True)
@@ -645,7 +645,7 @@ def stitched_forward(
     """One forward over a stitched batch; per-action-token outputs.
 
     Args:
-        policy: a :class:`~mem1_agent.models.PolicyWithValue`.
+        policy: a :class:`~mem1_agent.models.PolicyWithValue`, or a plain Hugging Face causal LM (no values).
         batch: from :func:`stitch`, with the mask built for the policy's attention implementation.
         with_entropy: also return the entropy of each token's distribution.
         with_values: compute the values (when the policy has a value head).
@@ -655,6 +655,7 @@ def stitched_forward(
         ``logprobs`` (N,), ``values`` (N,) (the value of the state each token was
         generated from, or ``None`` without a value head), ``entropy`` (N,) or ``None``.
     """
+    policy = as_policy(policy)
     attn = _model_attn(policy)
     if attn != batch.attn_implementation:
         raise ValueError(
@@ -684,6 +685,7 @@ def per_turn_logprobs(policy: Any, episode: Episode) -> list[list[float]]:
     This is exactly what the model computed at rollout time (positions
     ``0..L-1``, plain causal attention, no custom mask), one forward per turn.
     """
+    policy = as_policy(policy)
     out: list[list[float]] = []
     device = next(policy.parameters()).device
     for t in range(len(episode.turns)):

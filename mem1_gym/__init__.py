@@ -15,9 +15,10 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from .context import Transcript, hf_token_counter, whitespace_token_counter
-from .memory import MemoryPolicy, Segment, make_memory_policy, memory_policies, register_memory_policy
+from .memory import MemoryPolicy, Segment, SummaryMemory, make_memory_policy, memory_policies, register_memory_policy
 from .protocol import CHECKPOINT_TAGS, PAPER_TAGS, TagSet, Turn, format_info, format_turn, parse_turn
 from .turn_env import Outcome, RefusedAction, TurnEnv
+from .turn_rewards import TurnFeedback
 
 __version__ = "0.1.0"
 
@@ -43,10 +44,12 @@ __all__ = [
     "PAPER_TAGS",
     "RefusedAction",
     "Segment",
+    "SummaryMemory",
     "TagSet",
     "Transcript",
     "Turn",
     "TurnEnv",
+    "TurnFeedback",
     "format_info",
     "format_turn",
     "hf_token_counter",

@@ -49,18 +49,29 @@ class Transcript:
         self.dependency = 0
 
     def add(self, kind: SegmentKind, turn: int, text: str) -> Segment:
-        """Append a segment; an ``action`` is charged to the metrics with the context it was generated in."""
-        seg = Segment(id=len(self.segments), kind=kind, turn=turn, text=text, tokens=self.token_counter(text))
+        """Append a segment; an ``action`` is charged to the metrics with the context it was generated in.
+
+        After the prompt or an observation, the policy's inserted ``memory``
+        segments (if any) follow it; ``segments[n:]`` lists everything one call appended.
+        """
+        seg = self._append(kind, turn, text)
         if kind == "action":
             context = self.context_tokens
             a = seg.tokens
             self.peak_tokens = max(self.peak_tokens, context + a)
             self.dependency += a * context + a * (a + 1) // 2
-        self.segments.append(seg)
-        if kind != "action":
+        if kind not in ("action", "memory"):
             # Visibility is decided when the agent is about to generate, i.e.
-            # after the prompt or an observation, never mid-turn.
+            # after the prompt or an observation, never mid-turn; a rewriting
+            # policy's own segments go in first so it can place them.
+            for inserted in self.policy.insert(self.segments):
+                self._append("memory", turn, inserted)
             self.visible_ids = self.policy.visible(self.segments)
+        return seg
+
+    def _append(self, kind: SegmentKind, turn: int, text: str) -> Segment:
+        seg = Segment(id=len(self.segments), kind=kind, turn=turn, text=text, tokens=self.token_counter(text))
+        self.segments.append(seg)
         return seg
 
     @property

@@ -7,8 +7,15 @@ the agent sees. The stitched-trajectory trainer later rebuilds the exact same
 visibility as a 2D attention mask, so a policy must be a pure function of the
 segments (and their token counts).
 
+A policy may also *rewrite* memory: :meth:`MemoryPolicy.insert` returns
+environment-authored texts (a summary of dropped turns, a memory-store
+read-out) that the transcript appends as ``memory`` segments before
+visibility is decided. They are observation tokens to the trainer (never
+trained on) and count in the context metrics like any visible segment.
+
 Policies are chosen by string (``"full"``, ``"mem1"``, ``"window:3"``,
-``"truncate:2048"``) and new ones plug in with :func:`register_memory_policy`.
+``"truncate:2048"``, ``"summary:2"``) and new ones plug in with
+:func:`register_memory_policy`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, ClassVar, Literal, Sequence
 
-SegmentKind = Literal["prompt", "action", "observation"]
+SegmentKind = Literal["prompt", "action", "observation", "memory"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,8 @@ class Segment:
 
     Attributes:
         id: position in the transcript (0 is the prompt).
-        kind: ``prompt``, ``action`` or ``observation``.
-        turn: the turn it belongs to (-1 for the prompt).
+        kind: ``prompt``, ``action``, ``observation``, or ``memory`` (inserted by the memory policy).
+        turn: the turn it belongs to (-1 for the prompt; a ``memory`` segment: the turn after which it was inserted).
         text: its exact text.
         tokens: its length under the episode's token counter.
     """
@@ -45,11 +52,23 @@ class Segment:
 class MemoryPolicy:
     """Decides which earlier segments are visible when the agent generates its next turn.
 
-    Subclasses implement :meth:`visible`; register them with
-    :func:`register_memory_policy` to make them selectable by name.
+    Subclasses implement :meth:`visible` (and optionally :meth:`insert`);
+    register them with :func:`register_memory_policy` to make them selectable
+    by name. A policy instance is shared by every episode of an env, so it
+    must keep no per-episode state: everything it needs is in ``segments``.
     """
 
     name: ClassVar[str] = ""
+
+    def insert(self, segments: Sequence[Segment]) -> list[str]:
+        """Texts to append as ``memory`` segments before :meth:`visible` is asked (default: none).
+
+        Called once whenever the agent is about to generate (after the prompt
+        and after each observation), with the transcript so far. The inserted
+        segments are then part of ``segments`` for :meth:`visible`, which
+        decides where (and whether) they appear in the context.
+        """
+        return []
 
     def visible(self, segments: Sequence[Segment]) -> list[int]:
         """Ids of the segments the agent sees next, in transcript order.
@@ -138,7 +157,7 @@ class WindowMemory(MemoryPolicy):
     def visible(self, segments: Sequence[Segment]) -> list[int]:
         prompt = [s.id for s in segments if s.kind == "prompt"]
         first_kept_turn = segments[-1].turn - self.k + 1 if segments else 0
-        return prompt + [s.id for s in segments if s.kind != "prompt" and s.turn >= first_kept_turn]
+        return prompt + [s.id for s in segments if s.kind in ("action", "observation") and s.turn >= first_kept_turn]
 
 
 @register_memory_policy("mem1")
@@ -180,3 +199,64 @@ class TruncateMemory(MemoryPolicy):
             budget -= seg.tokens
             kept.append(seg.id)
         return [s.id for s in prompt] + kept[::-1]
+
+
+Summarizer = Callable[[Sequence[Segment]], str]
+
+
+def rule_summary(dropped: Sequence[Segment], max_chars: int = 160) -> str:
+    """A rule-based summary of dropped turns: per turn, the start of its action and of its observation.
+
+    Whitespace is collapsed and each part cut to ``max_chars`` characters, so
+    the summary grows by a bounded amount per dropped turn.
+    """
+
+    def clip(text: str) -> str:
+        flat = " ".join(text.split())
+        return flat if len(flat) <= max_chars else flat[: max_chars - 3] + "..."
+
+    turns = sorted({s.turn for s in dropped})
+    lines = [f"\n[Summary of earlier turns {turns[0]}-{turns[-1]}]"]
+    for t in turns:
+        parts = {s.kind: clip(s.text) for s in dropped if s.turn == t}
+        lines.append(f"turn {t}: {parts.get('action', '')} -> {parts.get('observation', '')}")
+    return "\n".join(lines) + "\n"
+
+
+@register_memory_policy("summary")
+class SummaryMemory(MemoryPolicy):
+    """``window:k`` plus an inserted summary of the turns that fell out of the window.
+
+    The summary is written by ``summarize(dropped_segments) -> str`` (default
+    :func:`rule_summary`; pass your own, e.g. an LLM summariser, by building
+    the policy in Python: ``memory=SummaryMemory(2, summarize=my_fn)``). A new
+    summary is inserted each time a turn drops out of the window; the agent
+    sees the prompt, the latest summary, then the last ``k`` turns.
+    """
+
+    def __init__(self, k: str | int = 1, summarize: Summarizer | None = None):
+        self.k = _positive_int(str(k), "window size k")
+        self.summarize = summarize or rule_summary
+
+    def spec(self) -> str:
+        return f"summary:{self.k}"
+
+    def _first_kept_turn(self, segments: Sequence[Segment]) -> int:
+        return segments[-1].turn - self.k + 1 if segments else 0
+
+    def insert(self, segments: Sequence[Segment]) -> list[str]:
+        first_kept = self._first_kept_turn(segments)
+        dropped = [s for s in segments if s.kind in ("action", "observation") and s.turn < first_kept]
+        if not dropped:
+            return []
+        text = self.summarize(dropped)
+        if not isinstance(text, str):
+            raise TypeError(f"the summarizer must return a str, got {type(text).__name__}")
+        return [text] if text else []
+
+    def visible(self, segments: Sequence[Segment]) -> list[int]:
+        first_kept = self._first_kept_turn(segments)
+        prompt = [s.id for s in segments if s.kind == "prompt"]
+        memory = [s.id for s in segments if s.kind == "memory"][-1:]
+        recent = [s.id for s in segments if s.kind in ("action", "observation") and s.turn >= first_kept]
+        return prompt + memory + recent

@@ -23,6 +23,7 @@ from .protocol import ANSWER, SEARCH, TagSet, Turn, format_info, format_turn, re
 from .retrieval import Retriever, format_passages, make_retriever
 from .scoring import normalize_answer, score_answers, split_answers
 from .turn_env import MAX_OBSERVATION_CHARS, Outcome, TurnEnv
+from .turn_rewards import TurnRewardSpec
 
 PROMPT_TEMPLATE = """\
 Answer the following {n} question(s) by searching a knowledge base.
@@ -93,6 +94,7 @@ class MultiObjectiveQAEnv(TurnEnv):
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        turn_reward: TurnRewardSpec = None,
     ):
         if not isinstance(n_objectives, int) or n_objectives < 1:
             raise ValueError(f"n_objectives must be a positive integer, got {n_objectives!r}")
@@ -107,6 +109,7 @@ class MultiObjectiveQAEnv(TurnEnv):
             token_counter=token_counter,
             seed=seed,
             render_mode=render_mode,
+            turn_reward=turn_reward,
         )
         self.format = resolve_format(format, self.tags)
         self.n_objectives = n_objectives

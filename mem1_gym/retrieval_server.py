@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, parse_json, read_body, thread_signal
+from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, parse_json, read_body, thread_signal, check_port
 
 from .retrieval import Hit, Retriever
 
@@ -372,6 +372,7 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
+        check_port(args.port)
         retriever, n_docs = _load_retriever(args)
     except (OSError, ValueError) as exc:
         print(f"mem1 serve-retriever: {exc}", file=sys.stderr)

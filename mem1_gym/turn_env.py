@@ -33,6 +33,7 @@ from .context import TokenCounter, Transcript, whitespace_token_counter
 from .memory import MemoryPolicy, make_memory_policy
 from .protocol import TagSet, Turn, format_info, get_tag_set, parse_turn
 from .spaces import UnicodeText
+from .turn_rewards import TurnFeedback, TurnRewardSpec, make_turn_reward, turn_reward_value
 
 #: Default bound of the observation space. ``AsyncVectorEnv`` reserves 4 bytes per character of it in
 #: shared memory, so it is a real budget: an episode whose visible context outgrows it is truncated.
@@ -79,7 +80,7 @@ class TurnEnv(gym.Env[str, str]):
     """Base class of MEM1 text environments (see the module docstring for the step API).
 
     Args:
-        memory: memory policy spec (``full``, ``mem1``, ``window:k``, ``truncate:n``) or instance.
+        memory: memory policy spec (``full``, ``mem1``, ``window:k``, ``truncate:n``, ``summary:k``) or instance.
         tags: ``"paper"``, ``"checkpoint"`` or a :class:`~mem1_gym.protocol.TagSet`.
         max_turns: the episode is truncated after this many turns.
         format_penalty: subtracted from the reward of a malformed turn.
@@ -89,6 +90,9 @@ class TurnEnv(gym.Env[str, str]):
         token_counter: counts tokens of a segment's text (whitespace words by default).
         seed: seeds the first ``reset()`` when it is called without a seed.
         render_mode: ``"ansi"`` returns the visible context, ``"human"`` prints it.
+        turn_reward: per-turn shaping added to the outcome reward and reported apart
+            (``info["reward_terms"]``); a callable, ``"format:c"``, ``"tool_cost:c"`` or a list
+            (see :mod:`mem1_gym.turn_rewards`). Off by default.
     """
 
     metadata = {"render_modes": ["ansi", "human"]}
@@ -106,6 +110,7 @@ class TurnEnv(gym.Env[str, str]):
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        turn_reward: TurnRewardSpec = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -114,6 +119,8 @@ class TurnEnv(gym.Env[str, str]):
         self.memory = make_memory_policy(memory)
         self.tags = get_tag_set(tags)
         self.max_turns = int(max_turns)
+        self.turn_reward = make_turn_reward(turn_reward)
+        self.turn_reward_sum = 0.0
         self.format_penalty = float(format_penalty)
         self.max_action_chars = int(max_action_chars)
         #: Settable: token-level wrappers install a counter that matches their ids.
@@ -160,11 +167,12 @@ class TurnEnv(gym.Env[str, str]):
         self.transcript = Transcript(self.memory, self.token_counter)
         self.turn = 0
         self.invalid_turns = 0
+        self.turn_reward_sum = 0.0
         self.episode_over = False
-        prompt = self.transcript.add("prompt", -1, self._new_task())
+        self.transcript.add("prompt", -1, self._new_task())
         # tool_result is always a dict (empty when no tool ran): gymnasium's vector
         # envs merge infos key by key and fail when a key is None in one env and a dict in another.
-        info = self._step_info([prompt.to_dict()], valid=True, error=None, tool_result={})
+        info = self._step_info(self._segments_since(0), valid=True, error=None, tool_result={})
         if self.render_mode == "human":
             self.render()
         return self.transcript.visible_text(), info
@@ -179,7 +187,8 @@ class TurnEnv(gym.Env[str, str]):
         too_long = len(text) > self.max_action_chars
         if too_long:
             text = text[: self.max_action_chars]
-        action_seg = self.transcript.add("action", self.turn, text)
+        first_new = len(self.transcript.segments)
+        self.transcript.add("action", self.turn, text)
 
         if not isinstance(action, str):
             turn = Turn(None, None, None, f"the action must be text, got {type(action).__name__}")
@@ -196,13 +205,18 @@ class TurnEnv(gym.Env[str, str]):
             outcome = Outcome(info=f"Invalid turn: {turn.error}.", reward=-self.format_penalty, valid=False)
         if not outcome.valid:
             self.invalid_turns += 1
+        shaped = 0.0
+        if self.turn_reward is not None:
+            feedback = TurnFeedback(self.turn, turn.role, turn.argument, outcome.valid, outcome.terminated, float(outcome.reward), self)
+            shaped = turn_reward_value(self.turn_reward, feedback)
+            self.turn_reward_sum += shaped
         self.turn += 1
         terminated = outcome.terminated
         truncated = not terminated and self.turn >= self.max_turns
         info_text = outcome.info
         if truncated:
             info_text += f" The turn limit ({self.max_turns}) is reached; the episode ends."
-        obs_seg = self.transcript.add("observation", self.turn - 1, self._format_info(info_text))
+        self.transcript.add("observation", self.turn - 1, self._format_info(info_text))
         observation = self.transcript.visible_text()
         truncation_reason = "turn limit" if truncated else None
         if len(observation) > self.max_observation_chars:
@@ -217,16 +231,17 @@ class TurnEnv(gym.Env[str, str]):
 
         tool_result = {"role": turn.role, "argument": turn.argument, "result": outcome.info, **outcome.extra}
         info = self._step_info(
-            [action_seg.to_dict(), obs_seg.to_dict()],
+            self._segments_since(first_new),
             valid=outcome.valid,
             error=None if outcome.valid else outcome.info,
             tool_result=tool_result,
         )
+        info["reward_terms"] = {"outcome": float(outcome.reward), "turn": shaped}
         if truncation_reason:
             info["truncation_reason"] = truncation_reason
         if self.render_mode == "human":
             self.render()
-        return observation, float(outcome.reward), terminated, truncated, info
+        return observation, float(outcome.reward) + shaped, terminated, truncated, info
 
     def render(self) -> str | None:
         """``ansi``: the visible context; ``human``: print it."""
@@ -245,7 +260,12 @@ class TurnEnv(gym.Env[str, str]):
             "invalid_turns": self.invalid_turns,
             **self.transcript.metrics(),
             **self._task_metrics(),
+            **({"turn_reward": self.turn_reward_sum} if self.turn_reward is not None else {}),
         }
+
+    def _segments_since(self, first: int) -> list[dict]:
+        """The segments appended from id ``first`` on (incl. a memory policy's inserted ones), as dicts."""
+        return [seg.to_dict() for seg in self.transcript.segments[first:]]
 
     def _step_info(self, new_segments: list[dict], valid: bool, error: str | None, tool_result: dict) -> dict[str, Any]:
         info: dict[str, Any] = {

@@ -22,6 +22,7 @@ from .context import TokenCounter
 from .memory import MemoryPolicy
 from .protocol import ACTION, TagSet, Turn, format_turn
 from .turn_env import Outcome, TurnEnv
+from .turn_rewards import TurnRewardSpec
 
 PROMPT_TEMPLATE = """\
 You are shopping on a web store. Instruction: {instruction}
@@ -72,10 +73,11 @@ class Mem1WebShopEnv(TurnEnv):
         token_counter: TokenCounter | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
+        turn_reward: TurnRewardSpec = None,
     ):
         super().__init__(
             memory=memory, tags=tags, max_turns=max_turns, format_penalty=format_penalty,
-            token_counter=token_counter, seed=seed, render_mode=render_mode,
+            token_counter=token_counter, seed=seed, render_mode=render_mode, turn_reward=turn_reward,
         )
         # The MEM1 turn limit governs; the inner env never truncates first.
         self.shop = WebShopEnv(

@@ -14,7 +14,7 @@ and the policy server all build on it:
 """
 
 from .request_body import HTTPError, parse_json, read_body, read_json
-from .service import ASGIService, HTTPLimits, error_handlers
+from .service import ASGIService, HTTPLimits, check_port, error_handlers
 from .thread_signal import thread_signal
 
-__all__ = ["ASGIService", "HTTPError", "HTTPLimits", "error_handlers", "parse_json", "read_body", "read_json", "thread_signal"]
+__all__ = ["ASGIService", "HTTPError", "HTTPLimits", "check_port", "error_handlers", "parse_json", "read_body", "read_json", "thread_signal"]

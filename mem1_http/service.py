@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import socket
 import threading
 import time
@@ -36,6 +37,17 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .request_body import HTTPError
+
+
+def check_port(port: object) -> int:
+    """``port`` as an int if it is a TCP port number (0 picks a free one); a clear ``ValueError`` otherwise."""
+    try:
+        value = operator.index(port)  # ints and numpy ints; not floats or strings
+    except TypeError:
+        value = -1
+    if isinstance(port, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -190,14 +202,14 @@ class ASGIService:
         backlog: int = 256,
     ):
         self.http_limits = limits or HTTPLimits()
-        family, kind, proto, _, _ = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        family, kind, proto, _, _ = socket.getaddrinfo(host, check_port(port), type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
         # proto must say TCP: asyncio turns Nagle's algorithm off only on sockets that do, and with
         # it on, each keep-alive answer (headers and body written apart) waits ~40 ms for an ACK.
         sock = socket.socket(family, kind, proto)
         try:
             # Like the stdlib HTTP server: a restarted server can bind its port again at once.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, int(port)))
+            sock.bind((host, check_port(port)))
             sock.listen(backlog)
         except OSError:
             sock.close()

@@ -55,12 +55,6 @@ def post(server: RetrievalServer, body: bytes, path: str = "/retrieve", headers:
         conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_http_backend_matches_in_process_retrieval(server, retriever):
     client = make_retriever(server.url, CORPUS, "ignored")
     assert isinstance(client, HttpRetriever)
@@ -223,8 +217,8 @@ def test_client_reports_refusals_without_retrying(server):
     assert time.monotonic() - start < 4.0  # no backoff sleep: a 4xx is final
 
 
-def test_unreachable_server_gives_a_clear_error_naming_the_url():
-    url = f"http://127.0.0.1:{free_port()}"
+def test_unreachable_server_gives_a_clear_error_naming_the_url(refused_port):
+    url = f"http://127.0.0.1:{refused_port}"
     client = HttpRetriever(url, retries=2, backoff=0.01, timeout=2)
     with pytest.raises(RetrieverUnavailable) as err:
         client.search(["anything"], 3)
@@ -245,11 +239,14 @@ def test_client_times_out_on_a_silent_server():
 
 
 def test_client_retries_until_the_server_comes_up(retriever):
-    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # port 0: the kernel's pick, held (refusing connections) until the server takes it
+    port = holder.getsockname()[1]
     started: list[RetrievalServer] = []
 
     def start_later() -> None:
         time.sleep(0.4)
+        holder.close()
         started.append(RetrievalServer(retriever, port=port).start())
 
     thread = threading.Thread(target=start_later)

@@ -66,7 +66,11 @@ def test_ppo_runs_on_the_token_mdp(tok, model_dir):
     assert not torch.equal(before, head)  # the update reached the LM's weights
     obs, _ = make_env(tok).reset(seed=0)
     action, _ = algo.predict(obs, deterministic=True)
-    assert 0 <= int(action) < len(tok)
+    # Deterministic: the most likely next token of the trained LM for this context.
+    ids = torch.as_tensor(obs["input_ids"][: int(obs["attention_mask"].sum())])[None]
+    with torch.no_grad():
+        expected = algo.policy.features_extractor.lm(ids).logits[0, -1].argmax().item()
+    assert int(action) == expected
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

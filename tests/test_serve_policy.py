@@ -136,11 +136,8 @@ def test_serve_policy_command(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_unreachable_server_is_a_clear_error(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again before the request: nothing listens there
-    policy = OpenAICompletionsPolicy(f"http://127.0.0.1:{port}", MODEL, timeout=2, retries=1)
+def test_unreachable_server_is_a_clear_error(tmp_path, refused_port):
+    policy = OpenAICompletionsPolicy(f"http://127.0.0.1:{refused_port}", MODEL, timeout=2, retries=1)
     with pytest.raises(RuntimeError, match="after 2 attempts"):
         policy.complete(["hello"])
 

@@ -13,8 +13,21 @@ from mem1_gym.protocol import PAPER_TAGS
 from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer, prompt_tokens
 
 
+@pytest.fixture(scope="module", params=["tiny", pytest.param("smollm2", marks=[pytest.mark.model, pytest.mark.slow])])
+def tok(request):
+    """The in-process tiny tokenizer, and the default model's (SmolLM2), which is what users tokenize with."""
+    if request.param == "tiny":
+        return build_tiny_tokenizer()
+    from mem1_agent.models import default_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(default_model_path()))
+
+
 @pytest.fixture(scope="module")
-def tok():
+def tiny_tok():
+    """The tiny tokenizer only: for tests that sample thousands of masked tokens or brute-force the vocabulary,
+    which a 49k vocabulary makes take many minutes."""
     return build_tiny_tokenizer()
 
 
@@ -119,7 +132,8 @@ def test_grammar_masks_follow_the_turn(tok):
     assert not inside[tok.convert_tokens_to_ids("<|im_start|>")]
 
 
-def test_masked_random_turns_are_always_well_formed(tok):
+def test_masked_random_turns_are_always_well_formed(tiny_tok):
+    tok = tiny_tok
     env = make(tok, memory="mem1", max_turn_tokens=200, max_length=1000)
     g = env.grammar
     rng = np.random.default_rng(0)

@@ -14,9 +14,15 @@ from tests.tiny_token_world import SecretNumberEnv, build_tiny_tokenizer, prompt
 POLICIES = ["full", "mem1", "window:2", "truncate:180"]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return build_tiny_tokenizer()
+@pytest.fixture(scope="module", params=["tiny", pytest.param("smollm2", marks=[pytest.mark.model, pytest.mark.slow])])
+def tok(request):
+    """The in-process tiny tokenizer, and the default model's (SmolLM2), which is what users tokenize with."""
+    if request.param == "tiny":
+        return build_tiny_tokenizer()
+    from mem1_agent.models import default_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(default_model_path()))
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,6 @@ ENV_ID = "mem1_gym/WebSearchQA-v0"
 SMALL = {"dataset_size": 300}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_oracle(env: gym.Env, seed: int) -> tuple[float, dict]:
     env.reset(seed=seed)
     total, done, info = 0.0, False, {}
@@ -80,11 +74,11 @@ def test_local_web_serves_pages_and_search(site):
         assert sock.recv(100).startswith(b"HTTP/1.1 4")  # a clean 4xx, not a dropped connection
 
 
-def test_fetch_refuses_disallowed_addresses_without_contacting_them(site):
+def test_fetch_refuses_disallowed_addresses_without_contacting_them(site, refused_port):
     for url in ("file:///etc/passwd", "ftp://127.0.0.1/", "javascript:alert(1)", "not a url"):
         with pytest.raises(WebError, match="only http"):
             fetch_page(url, allowed_hosts={site.netloc})
-    for url in ("http://example.com/", f"http://127.0.0.1:{free_port()}/wiki/p0", "http://127.0.0.1:notaport/"):
+    for url in ("http://example.com/", f"http://127.0.0.1:{refused_port}/wiki/p0", "http://127.0.0.1:notaport/"):
         with pytest.raises(WebError, match="not reachable"):
             fetch_page(url, allowed_hosts={site.netloc})
 
@@ -274,8 +268,8 @@ def test_page_budget_cuts_long_pages():
         env.close()
 
 
-def test_search_backend_down_is_an_info_message():
-    env = gym.make(ENV_ID, search=f"searxng:http://127.0.0.1:{free_port()}", fetch_timeout=2, **SMALL)
+def test_search_backend_down_is_an_info_message(refused_port):
+    env = gym.make(ENV_ID, search=f"searxng:http://127.0.0.1:{refused_port}", fetch_timeout=2, **SMALL)
     try:
         env.reset(seed=0)
         _, reward, terminated, _, info = env.step("<IS> x </IS><query> anything </query>")

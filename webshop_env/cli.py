@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .site import GOAL_SPLITS, Site, SiteConfig
+from mem1_http import check_port
 from .server import WebShopServer
 
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
 def cli(argv: list[str]) -> int:
     """Run ``mem1 webshop`` with ``argv``; returns the exit status."""
     args = _parser().parse_args(argv)
+    try:
+        check_port(args.port)
+    except ValueError as err:
+        print(f"mem1 webshop serve: {err}", file=sys.stderr)
+        return 2
     config = SiteConfig(
         num_products=args.num_products, catalog_path=args.catalog, attributes_path=args.attributes,
         human_goals_path=args.human_goals, human_goals=args.human_goals is not None,

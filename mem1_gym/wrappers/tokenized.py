@@ -173,6 +173,7 @@ class ExactTokenCounter:
         self.resetting = False
         self.staged_text: str | None = None
         self.staged_ids: list[int] = []
+        self.staged_counted = False
         self.prompt_cache: dict[str, list[int]] = {}
         self.text_cache: dict[str, list[int]] = {}
 
@@ -181,6 +182,7 @@ class ExactTokenCounter:
         self.resetting = resetting
         self.staged_text = staged_text
         self.staged_ids = list(staged_ids)
+        self.staged_counted = False
         self.prompt_cache.clear()
         self.text_cache.clear()
 
@@ -197,9 +199,14 @@ class ExactTokenCounter:
         return self.text_cache[text]
 
     def __call__(self, text: str) -> int:
+        # The env counts segments in the order it appends them: during a reset the prompt comes
+        # first, during a step the action does; anything after them (the observation, a memory
+        # policy's inserted segments) is plain text, even when its text repeats the prompt's or action's.
         if self.resetting:
+            self.resetting = False
             return len(self.ids_for("prompt", text))
-        if text == self.staged_text:
+        if self.staged_text is not None and text == self.staged_text and not self.staged_counted:
+            self.staged_counted = True
             return len(self.staged_ids)
         return len(self.ids_for("observation", text))
 
