@@ -173,6 +173,19 @@ class PolicyWithValue(nn.Module):
         self.critic = critic
         hidden = (critic if critic is not None else lm).config.hidden_size
         self.value_head = ValueHead(hidden) if value_head else None
+        if critic is not None:
+            # Only the critic's decoder feeds the value head. An untied output layer would never get
+            # a gradient: DDP refuses such parameters, and AdamW state for a vocab-sized matrix is waste.
+            head, embed = critic.get_output_embeddings(), critic.get_input_embeddings()
+            if head is not None and head.weight is not embed.weight:
+                head.requires_grad_(False)
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the values depend on: the value head and the critic's decoder."""
+        params = list(self.value_head.parameters()) if self.value_head is not None else []
+        if self.critic is not None:
+            params += list(_decoder(self.critic).parameters())
+        return params
 
     @property
     def config(self) -> Any:

@@ -14,15 +14,13 @@ what the trainers recompute:
 * the KV cache is reused within a turn (one prefill, then one token per step)
   and, across turns, for the leading tokens a context shares with what the
   same key (an environment slot) saw last time (``prefix_len``);
-* for every generated token the **log-probability under the unmodified model
-  distribution** (softmax of the raw logits, temperature 1, no top-k / top-p
-  filtering) is recorded. With ``temperature=1, top_k=0, top_p=1`` (the
-  training default) that is exactly the log-probability of the sampling
-  distribution. With other settings the tokens are drawn from the tempered /
-  filtered distribution but the recorded value is still the raw model
-  log-probability, i.e. what a PPO ratio against ``pi_theta`` needs; the
-  importance weight between the sampling and the model distribution is then
-  not corrected for (the usual practice; say ``temperature=1`` to be exact).
+* for every generated token the **log-probability under the tempered model
+  distribution** ``softmax(logits / temperature)`` (raw logits when greedy,
+  ``temperature=0``) is recorded, before any top-k / top-p filtering. The
+  trainers score the same tempered logits (``stitched_forward(...,
+  temperature=)``), so the PPO ratio compares like with like: with
+  ``top_k=0, top_p=1`` (the training default) it is exactly the log-probability
+  of the sampling distribution; top-k / top-p filtering is not corrected for.
 """
 
 from __future__ import annotations
@@ -74,7 +72,7 @@ class Generation:
 
     Attributes:
         ids: generated token ids, verbatim (hand them to ``TokenizedEnv.step``).
-        logprobs: per-token log-probability under the raw model distribution (see module docstring).
+        logprobs: per-token log-probability under the tempered model distribution (see module docstring).
         text: ``ids`` decoded.
         stop: why generation ended: ``"tag"``, ``"eos"`` or ``"length"``.
         reused: how many context tokens came from the KV cache of the previous call.
@@ -299,13 +297,14 @@ class LMPolicy:
     # -- internals --------------------------------------------------------------
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw one token per row; return it and its raw-model log-probability."""
+        """Draw one token per row; return it and its log-probability under ``logits / temperature``."""
         cfg = self.sampling
-        logp = torch.log_softmax(logits, dim=-1)
         if cfg.temperature == 0:
+            logp = torch.log_softmax(logits, dim=-1)
             tokens = logits.argmax(dim=-1)
         else:
             scores = logits / cfg.temperature
+            logp = torch.log_softmax(scores, dim=-1)
             if cfg.top_k > 0:
                 kth = torch.topk(scores, min(cfg.top_k, scores.size(-1)), dim=-1).values[:, -1:]
                 scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -504,7 +504,9 @@ def _model_attn(policy: Any) -> str:
     return getattr(inner.config, "_attn_implementation", None) or "eager"
 
 
-def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True) -> dict[str, torch.Tensor | None]:
+def stitched_forward(
+    policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True, temperature: float = 1.0
+) -> dict[str, torch.Tensor | None]:
     """One forward over a stitched batch; per-action-token outputs.
 
     Args:
@@ -512,6 +514,8 @@ def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = Fal
         batch: from :func:`stitch`, with the mask built for the policy's attention implementation.
         with_entropy: also return the entropy of each token's distribution.
         with_values: compute the values (when the policy has a value head).
+        temperature: score ``logits / temperature``, the distribution a rollout at that sampling
+            temperature drew from and recorded (0, greedy decoding, scores the raw logits).
 
     Returns:
         ``logprobs`` (N,), ``values`` (N,) (the value of the state each token was
@@ -529,7 +533,10 @@ def stitched_forward(policy: Any, batch: StitchedBatch, with_entropy: bool = Fal
         batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
         logits_at=(rows, cols), with_values=with_values,
     )
-    logp_all = torch.log_softmax(out["logits"].float(), dim=-1)
+    logits = out["logits"].float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
     values = out["values"][rows, cols] if out["values"] is not None else None
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
