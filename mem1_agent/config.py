@@ -146,11 +146,14 @@ class TrainConfig:
     eval_after: bool = False
     progress: bool = True
     lr_warmup: int = 0
-    mixed_precision: str = "no"
+    # YAML reads a bare ``no`` as false, so a bool is accepted here and turned back into "no".
+    mixed_precision: str | bool = "no"
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
 

@@ -180,6 +180,20 @@ def _task_seeds(cfg: Config, iteration: int, rank: int, count: int) -> list[int]
     return [base + j for j in range(count)]
 
 
+def _allow_precision(precision: str) -> None:
+    """Let a second run in the same process use another ``train.mixed_precision``.
+
+    accelerate keeps one process-wide state and refuses a different precision once it exists;
+    in a single process (a notebook, the tests) forgetting that state is safe. Launched
+    processes run one trainer each, so their state is left alone.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision and shared.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state()
+
+
 class Trainer:
     """Holds the model, reference, optimizer and accelerator of one ``mem1 train`` run."""
 
@@ -205,6 +219,7 @@ class Trainer:
                 "AdamW updates below the dtype's resolution are rounded away. Prefer model.dtype=float32 with "
                 "train.mixed_precision=bf16.", stacklevel=2,
             )
+        _allow_precision(precision)
         # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
         # split_batches=True: we prepare no dataloader, and without it accelerate's scheduler wrapper
         # steps the schedule num_processes times per optimizer step (a warm-up would end early).

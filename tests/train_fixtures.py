@@ -35,3 +35,12 @@ def tiny_rollout(tiny_policy):
     policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12), generator=torch.Generator().manual_seed(0))
     episodes, _ = rollout(toy_envs(tok), policy, seeds=[0, 1, 2, 3])
     return model, ref, tok, episodes
+
+
+def tb_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar a run wrote under ``<run_dir>/tb``: ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
