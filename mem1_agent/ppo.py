@@ -6,12 +6,12 @@ One iteration (:func:`ppo_iteration`):
    the log-probs ``logp_rollout`` of every action token are recorded at generation time.
 2. **Stitch** each episode into one sequence with a 2D visibility mask
    (``mem1_agent.trajectory.stitch``) and run one no-grad forward of the policy
-   (values ``V`` and, in training precision, ``logp_old``) and of the frozen reference (``logp_ref``).
-   ``logp_old`` is the ratio's denominator (``recompute_old_logp``; else the recorded
-   ``logp_rollout``). The rollout↔trainer mismatch ``logp_old - logp_rollout`` (other kernels,
-   another precision, another engine) is logged, and with ``tis_cap`` corrected by truncated
-   importance sampling: the policy-gradient term of each token is weighted by
-   ``w_t = min(exp(logp_old - logp_rollout), tis_cap)``.
+   (values ``V`` and, in training precision, the pre-update ``logp_trainer``) and of the frozen
+   reference (``logp_ref``). The ratio's denominator ``logp_old`` is ``logp_trainer``
+   (``recompute_old_logp``) or the recorded ``logp_rollout``. The rollout↔trainer mismatch
+   ``logp_trainer - logp_rollout`` (other kernels, another precision, another engine) is logged and,
+   with ``tis_cap``, corrected by truncated importance sampling: the policy-gradient term of each
+   token is weighted by ``w_t = min(exp(logp_trainer - logp_rollout), tis_cap)``.
 3. **Rewards** per action token: ``-beta * KL_t`` (KL estimator ``k1 = logp_old - logp_ref``
    or ``k3 = exp(logp_ref - logp_old) - 1 - (logp_ref - logp_old)``) when the KL is in the reward,
    plus each turn's environment reward on the turn's last token (the outcome reward — EM sum — comes
