@@ -69,7 +69,7 @@ def test_pure_bf16_parameters_lose_small_updates_and_warn(tmp_path):
         before, after = _one_sft_step(tmp_path / "pure", "model.dtype=bfloat16")
     moved = sum(int((after[n] != before[n]).sum()) for n in after)
     total = sum(p.numel() for p in after.values())
-    assert moved / total < 0.2  # what train.mixed_precision=bf16 (above) avoids
+    assert moved / total < 0.05  # 0.17% measured; what train.mixed_precision=bf16 (above) avoids
 
 
 def test_bf16_rollout_and_training_forwards_share_a_precision(tmp_path):
