@@ -199,11 +199,9 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DataLoaderConfiguration, set_seed
 
         from .models import frozen_reference, load_policy
-
-        from accelerate.utils import DataLoaderConfiguration
 
         self.cfg = cfg
         cuda = torch.cuda.is_available()
