@@ -5,8 +5,9 @@ at a time) and later recomputes it with one stitched forward over the whole epis
 ``train.mixed_precision=bf16`` both run under the same bf16 autocast (fp32 weights); this prints
 how far apart the two are — mean and max |Δlogp| and the fraction of ratios ``exp(Δ)`` outside
 [0.9, 1.1] — for ``fp32`` (reference), ``bf16`` (both under autocast, what the trainer does) and
-``bf16, fp32 rollout`` (the rollout outside autocast, as before ``train.mixed_precision``: the
-mismatch this replaces; ``ratio`` is its mean |Δlogp| over the bf16 row's). Episodes are sampled
+``bf16, bf16 logits`` (the output layer under autocast too, as before ``models.fp32_logits``) and
+``bf16, fp32 rollout`` (the rollout outside autocast, as before ``train.mixed_precision``); ``ratio``
+is a row's mean |Δlogp| over the bf16 row's. Episodes are sampled
 (temperature 1) on the KeyLookup toy task under ``mem1`` and ``full`` memory. Target: mean
 |Δlogp| ≤ 1e-2 in bf16.
 
@@ -21,7 +22,7 @@ import time
 
 import torch
 
-from mem1_agent.models import load_policy
+from mem1_agent.models import fp32_logits, load_policy
 from mem1_agent.policy import LMPolicy, SamplingConfig
 from mem1_agent.rollout import rollout
 from mem1_agent.toy_task import make_env
@@ -34,6 +35,17 @@ def precision(name: str, device: str) -> contextlib.AbstractContextManager:
     if name == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def bf16_logits(model):
+    """The output layer as plain ``nn.Linear`` (under autocast: bf16 logits) for the block's duration."""
+    head = model.lm.get_output_embeddings()
+    del head.forward
+    try:
+        yield
+    finally:
+        fp32_logits(model.lm)
 
 
 def measure(model, tok, rollout_precision: str, train_precision: str, args, seed: int) -> dict[str, float]:
@@ -67,7 +79,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [("fp32", "fp32", "fp32"), ("bf16", "bf16", "bf16"), ("bf16, fp32 rollout", "fp32", "bf16")]
+    rows = [("fp32", "fp32", "fp32"), ("bf16", "bf16", "bf16"), ("bf16, bf16 logits", "bf16", "bf16"), ("bf16, fp32 rollout", "fp32", "bf16")]
     print(f"{'model':<11} {'precision':<19} {'tokens':>6} {'mean|Δlogp|':>11} {'max|Δlogp|':>10} {'ratio∉[.9,1.1]':>14} {'ratio':>6} {'s':>6}")
     for name in args.models.split(","):
         model, tok = load_policy(name, attn_implementation=args.attn, value_head=False)
@@ -75,7 +87,8 @@ def main() -> None:
         bf16_mean = None
         for label, roll, train in rows:
             start = time.perf_counter()
-            r = measure(model, tok, roll, train, args, seed=0)
+            with bf16_logits(model) if label == "bf16, bf16 logits" else contextlib.nullcontext():
+                r = measure(model, tok, roll, train, args, seed=0)
             if label == "bf16":
                 bf16_mean = r["mean"]
             ratio = f"{r['mean'] / bf16_mean:.1f}x" if label.startswith("bf16,") and bf16_mean else ""

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,28 @@ class PolicyWithValue(nn.Module):
         return {"hidden": hidden, "values": values, "logits": logits}
 
 
+def fp32_logits(lm: nn.Module) -> nn.Module:
+    """Make ``lm``'s output layer compute fp32 logits even under autocast (when its weights are fp32).
+
+    Under bf16 autocast the vocabulary projection would round logits of magnitude 16-32 to steps of
+    0.125, and KV-cached decoding and the stitched training forward, which round differently, would
+    disagree by several 1e-2 nats. The layer runs at the last position of each decoding step and at
+    the scored positions in training only, so fp32 there is cheap. The instance's ``forward`` is
+    replaced (parameters and state-dict keys unchanged; ``copy.deepcopy`` rebinds it to the copy).
+    """
+    head = lm.get_output_embeddings()
+    if isinstance(head, nn.Linear):
+        head.forward = types.MethodType(_fp32_linear_forward, head)
+    return lm
+
+
+def _fp32_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if self.weight.dtype != torch.float32:  # pure low-precision parameters: no fp32 copy of a vocab matrix
+        return nn.functional.linear(x, self.weight, self.bias)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return nn.functional.linear(x.float(), self.weight, self.bias)
+
+
 def _decoder(lm: nn.Module) -> nn.Module:
     base = getattr(lm, "get_base_model", None)
     if callable(base):  # peft
@@ -291,7 +314,7 @@ def load_policy(
                 "it reads the policy's token ids, so the vocabularies must be identical"
             )
     torch.manual_seed(seed)
-    policy = PolicyWithValue(lm, value_head=value_head, critic=critic_lm).to(dtype)
+    policy = PolicyWithValue(fp32_logits(lm), value_head=value_head, critic=critic_lm).to(dtype)
     return policy, tokenizer
 
 
