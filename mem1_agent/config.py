@@ -62,7 +62,10 @@ class ModelConfig:
     Attributes:
         name: ``"default"`` (SmolLM2-135M-Instruct), ``"tiny"``, a hub id or a local path.
         attn_implementation: ``eager``, ``sdpa`` or ``flex_attention``.
-        dtype: ``float32`` or ``bfloat16``.
+        dtype: parameter dtype, ``float32`` (the default and the recommended one: with
+            ``train.mixed_precision=bf16`` it gives fp32 master weights) or ``bfloat16``/``float16``
+            (pure low-precision training: AdamW updates smaller than the dtype's resolution are
+            rounded away, so the trainer warns).
         critic: PPO's value model, named like ``name`` (``null``: a value head on the policy).
             A separate critic must share the policy's tokenizer; it is trained with the policy's
             optimizer and learning rate.
@@ -168,7 +171,12 @@ class TrainConfig:
         resume: continue from ``output_dir``'s checkpoint when there is one.
         eval_before: evaluate before training; ``eval_after``: after.
         progress: show tqdm progress bars.
-        lr_warmup: linear warm-up steps of the learning-rate schedule (then constant).
+        lr_warmup: linear warm-up over this many optimizer steps (then constant), on any number
+            of processes.
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (CUDA only): forwards run under autocast in
+            that precision — rollout, reference and training forwards alike, so recorded and
+            trained log-probs come from the same arithmetic — while parameters and optimizer
+            state stay in ``model.dtype`` (fp32 master weights with the default ``float32``).
         wandb: ``wandb.init`` arguments (e.g. ``{project: mem1}``) to log to Weights & Biases next to
             TensorBoard; ``null`` (default) never imports wandb.
     """
@@ -183,14 +191,21 @@ class TrainConfig:
     eval_after: bool = False
     progress: bool = True
     lr_warmup: int = 0
+    # YAML reads a bare ``no`` as false, so a bool is accepted here and turned back into "no".
+    mixed_precision: str | bool = "no"
     wandb: dict | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
 
 
 ALGORITHMS = ("sft", "ppo", "grpo", "sft+ppo")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass

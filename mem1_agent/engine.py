@@ -37,7 +37,8 @@ class Generation:
 
     Attributes:
         ids: generated token ids, verbatim (hand them to ``TokenizedEnv.step``).
-        logprobs: per-token log-probability under the raw model distribution.
+        logprobs: per-token log-probability under the tempered model distribution ``softmax(logits / temperature)``
+            (raw logits when greedy), the distribution the trainers score.
         text: ``ids`` decoded.
         stop: why generation ended: ``"tag"``, ``"eos"`` or ``"length"``.
         reused: how many context tokens came from the cache of the key's previous turn.

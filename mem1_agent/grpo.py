@@ -95,8 +95,13 @@ def grpo_iteration(
     accelerator: Any = None,
     scheduler: Any = None,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
-    """One GRPO update on ``episodes`` (contiguous groups of ``group_size``); returns scalars."""
+    """One GRPO update on ``episodes`` (contiguous groups of ``group_size``); returns scalars.
+
+    ``temperature`` is the rollout's sampling temperature (log-probs score ``logits / temperature``,
+    as recorded); ``generator`` (CPU) shuffles the mini-batches.
+    """
     episodes = list(episodes)
     rewards = torch.tensor([ep.reward for ep in episodes], dtype=torch.float32)
     episode_adv = group_advantages(rewards, cfg.group_size, cfg.scale_by_std, cfg.eps)
@@ -110,10 +115,11 @@ def grpo_iteration(
     model.eval()
     if cfg.kl_coef > 0 and ref_model is not None:
         with torch.no_grad():
-            ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size).logp.float().cpu()
+            ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size, temperature=temperature).logp.float().cpu()
 
     def loss_fn(part: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = action_outputs(model, [episodes[i] for i in part], pad_id, need_entropy=True, entropy_grad=False)
+        out = action_outputs(model, [episodes[i] for i in part], pad_id, need_entropy=True, entropy_grad=False,
+                             temperature=temperature)
         idx = torch.tensor(part)
         cols = out.logp.shape[1]
 

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,19 @@ class PolicyWithValue(nn.Module):
         self.critic = critic
         hidden = (critic if critic is not None else lm).config.hidden_size
         self.value_head = ValueHead(hidden) if value_head else None
+        if critic is not None:
+            # Only the critic's decoder feeds the value head. An untied output layer would never get
+            # a gradient: DDP refuses such parameters, and AdamW state for a vocab-sized matrix is waste.
+            head, embed = critic.get_output_embeddings(), critic.get_input_embeddings()
+            if head is not None and head.weight is not embed.weight:
+                head.requires_grad_(False)
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the values depend on: the value head and the critic's decoder."""
+        params = list(self.value_head.parameters()) if self.value_head is not None else []
+        if self.critic is not None:
+            params += list(_decoder(self.critic).parameters())
+        return params
 
     @property
     def config(self) -> Any:
@@ -248,6 +262,26 @@ def as_policy(model: nn.Module) -> nn.Module:
             f"expected a PolicyWithValue or a Hugging Face causal LM (with get_decoder()), got {type(inner).__name__}"
         )
     return PolicyWithValue(inner, value_head=False)
+def fp32_logits(lm: nn.Module) -> nn.Module:
+    """Make ``lm``'s output layer compute fp32 logits even under autocast (when its weights are fp32).
+
+    Under bf16 autocast the vocabulary projection would round logits of magnitude 16-32 to steps of
+    0.125, and KV-cached decoding and the stitched training forward, which round differently, would
+    disagree by several 1e-2 nats. The layer runs at the last position of each decoding step and at
+    the scored positions in training only, so fp32 there is cheap. The instance's ``forward`` is
+    replaced (parameters and state-dict keys unchanged; ``copy.deepcopy`` rebinds it to the copy).
+    """
+    head = lm.get_output_embeddings()
+    if isinstance(head, nn.Linear):
+        head.forward = types.MethodType(_fp32_linear_forward, head)
+    return lm
+
+
+def _fp32_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if self.weight.dtype != torch.float32:  # pure low-precision parameters: no fp32 copy of a vocab matrix
+        return nn.functional.linear(x, self.weight, self.bias)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return nn.functional.linear(x.float(), self.weight, self.bias)
 
 
 def _decoder(lm: nn.Module) -> nn.Module:
@@ -405,7 +439,7 @@ def load_policy(
                 "it reads the policy's token ids, so the vocabularies must be identical"
             )
     torch.manual_seed(seed)
-    policy = PolicyWithValue(lm, value_head=value_head, critic=critic_lm).to(dtype)
+    policy = PolicyWithValue(fp32_logits(lm), value_head=value_head, critic=critic_lm).to(dtype)
     return policy, tokenizer
 
 

@@ -23,15 +23,13 @@ so that what it records is exactly what the trainers recompute:
 * the cache of a finished turn is kept per key (an environment slot), and the
   next turn of that key reuses it for the leading tokens its context shares with
   the previous one (bounded by ``prefix_len``);
-* for every generated token the **log-probability under the unmodified model
-  distribution** (softmax of the raw logits, temperature 1, no top-k / top-p
-  filtering) is recorded. With ``temperature=1, top_k=0, top_p=1`` (the
-  training default) that is exactly the log-probability of the sampling
-  distribution. With other settings the tokens are drawn from the tempered /
-  filtered distribution but the recorded value is still the raw model
-  log-probability, i.e. what a PPO ratio against ``pi_theta`` needs; the
-  importance weight between the sampling and the model distribution is then
-  not corrected for (the usual practice; say ``temperature=1`` to be exact).
+* for every generated token the **log-probability under the tempered model
+  distribution** ``softmax(logits / temperature)`` (raw logits when greedy,
+  ``temperature=0``) is recorded, before any top-k / top-p filtering. The
+  trainers score the same tempered logits (``stitched_forward(...,
+  temperature=)``), so the PPO ratio compares like with like: with
+  ``top_k=0, top_p=1`` (the training default) it is exactly the log-probability
+  of the sampling distribution; top-k / top-p filtering is not corrected for.
 
 Greedy decoding gives the same ids whatever the batch composition (up to
 floating-point ties); sampling consumes one shared generator in step order, so it
@@ -417,13 +415,14 @@ class LMPolicy:
         self._width = longest
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw one token per row; return it and its raw-model log-probability."""
+        """Draw one token per row; return it and its log-probability under ``logits / temperature``."""
         cfg = self.sampling
-        logp = torch.log_softmax(logits, dim=-1)
         if cfg.temperature == 0:
+            logp = torch.log_softmax(logits, dim=-1)
             tokens = logits.argmax(dim=-1)
         else:
             scores = logits / cfg.temperature
+            logp = torch.log_softmax(scores, dim=-1)
             if cfg.top_k > 0:
                 kth = torch.topk(scores, min(cfg.top_k, scores.size(-1)), dim=-1).values[:, -1:]
                 scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -3,26 +3,34 @@
 One iteration (:func:`ppo_iteration`):
 
 1. **Rollout** a batch of episodes with the current policy (``mem1_agent.rollout``);
-   the log-probs ``logp_old`` of every action token are recorded at generation time.
+   the log-probs ``logp_rollout`` of every action token are recorded at generation time.
 2. **Stitch** each episode into one sequence with a 2D visibility mask
    (``mem1_agent.trajectory.stitch``) and run no-grad forwards of the policy
-   (values ``V``) and of the frozen reference (``logp_ref``), one micro-batch of episodes
-   at a time (a mask never spans the whole rollout).
+   (values ``V`` and, in training precision, the pre-update ``logp_trainer``) and of the frozen
+   reference (``logp_ref``), one micro-batch of episodes at a time (a mask never spans the whole
+   rollout). The ratio's denominator ``logp_old`` is ``logp_trainer``
+   (``recompute_old_logp``) or the recorded ``logp_rollout``. The rollout↔trainer mismatch
+   ``logp_trainer - logp_rollout`` (other kernels, another precision, another engine) is logged and,
+   with ``tis_cap``, corrected by truncated importance sampling: the policy-gradient term of each
+   token is weighted by ``w_t = min(exp(logp_trainer - logp_rollout), tis_cap)``.
 3. **Rewards** per action token: ``-beta * KL_t`` (KL estimator ``k1 = logp_old - logp_ref``
    or ``k3 = exp(logp_ref - logp_old) - 1 - (logp_ref - logp_old)``) when the KL is in the reward,
    plus each turn's environment reward on the turn's last token (the outcome reward — EM sum — comes
    with the final turn).
 4. **Token-level GAE** over the episode's action tokens in generation order
    (``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lambda * A_{t+1}``, 0 after the
-   last token); returns ``R_t = A_t + V_t``; advantages whitened over all action tokens of the batch.
+   last token); returns ``R_t = A_t + V_t``; advantages whitened over all action tokens of the batch
+   (of every process, under ``accelerate launch``).
 5. **Update**: ``update_epochs`` passes over shuffled mini-batches of episodes, each split into
    micro-batches whose gradients accumulate; loss =
-   clipped surrogate ``max(-A r, -A clip(r, 1-eps, 1+eps))``
+   clipped surrogate ``w * max(-A r, -A clip(r, 1-eps, 1+eps))`` with ``r = exp(logp - logp_old)``
    + ``vf_coef * 0.5 * max((V - R)^2, (V_old + clip(V - V_old, +-eps_v) - R)^2)``
    - ``ent_coef * H`` (+ ``beta * KL`` when the KL is a loss), token means over action tokens;
    gradients clipped to ``max_grad_norm``.
 
-Names follow the PPO paper (Schulman et al., 2017) and GAE (Schulman et al., 2016).
+Log-probs are those of the sampling distribution: logits divided by the sampling temperature,
+at rollout and here alike. Names follow the PPO paper (Schulman et al., 2017) and GAE
+(Schulman et al., 2016).
 """
 
 from __future__ import annotations
@@ -57,6 +65,11 @@ class PPOConfig:
         kl_in_reward: put the KL penalty into the per-token reward (True) or into the loss (False).
         whiten_advantages: normalise advantages over the batch's action tokens.
         max_grad_norm: gradient clipping norm.
+        recompute_old_logp: ``logp_old`` from a no-grad forward in training precision before the
+            update (free: the value forward computes it); False uses the rollout's recorded
+            log-probs. Either way the recorded ones are compared with the trainer's and logged.
+        tis_cap: truncated importance sampling: weight the policy-gradient term of each token by
+            ``min(exp(logp_old_trainer - logp_rollout), tis_cap)`` (``None``: no weighting).
     """
 
     lr: float = 1e-5
@@ -76,8 +89,12 @@ class PPOConfig:
     kl_in_reward: bool = True
     whiten_advantages: bool = True
     max_grad_norm: float = 1.0
+    recompute_old_logp: bool = True
+    tis_cap: float | None = None
 
     def __post_init__(self) -> None:
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            raise ValueError(f"ppo.tis_cap must be positive (or null), got {self.tis_cap}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         for name in ("episodes_per_iteration", "update_epochs", "num_minibatches", "micro_batch_size"):
@@ -94,11 +111,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``(x - mean) / std`` over the masked positions; masked-out positions become 0."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask.to(x.dtype)
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """``(x - mean) / std`` over the masked positions; masked-out positions become 0.
+
+    ``all_reduce`` (a tensor -> its sum over processes) makes the mean and std those of every
+    process's masked positions together, as if the batches were concatenated.
+    """
+    total = all_reduce or (lambda t: t)
+    m = mask.to(x.dtype)
+    count, x_sum = total(torch.stack([m.sum(), (x * m).sum()])).unbind()
+    count = count.clamp(min=1.0)
+    mean = x_sum / count
+    var = total(((x - mean) ** 2 * m).sum()) / count
+    return (x - mean) * torch.rsqrt(var + eps) * m
 
 
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -142,14 +169,26 @@ def compute_gae(
 
 
 def policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_coef: float
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+    is_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO clipped surrogate (to minimise) and its diagnostics (clip fraction, approx. KL)."""
+    """PPO clipped surrogate (to minimise) and its diagnostics (clip fraction, approx. KL).
+
+    ``is_weight`` (per token, no gradient) scales each token's surrogate: the truncated
+    importance weight between the trainer's and the rollout engine's distributions.
+    """
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
     pg1 = -advantages * ratio
     pg2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    surrogate = torch.maximum(pg1, pg2)
+    if is_weight is not None:
+        surrogate = surrogate * is_weight
+    loss = masked_mean(surrogate, mask)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean(((ratio - 1.0).abs() > clip_coef).float(), mask),
@@ -169,6 +208,25 @@ def value_loss(
     clipped_values = old_values + torch.clamp(values - old_values, -vf_clip, vf_clip)
     clipped = (clipped_values - returns) ** 2
     return 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+
+
+def truncated_is_weight(trainer_logp: torch.Tensor, rollout_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """``min(exp(trainer_logp - rollout_logp), cap)``: how much more likely the trainer finds each
+    sampled token than the engine that sampled it, capped so rare tokens cannot blow the gradient up."""
+    return torch.exp(trainer_logp - rollout_logp).clamp(max=cap)
+
+
+def mismatch_stats(trainer_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Rollout↔trainer log-prob mismatch over the masked tokens: mean and max ``|Δlogp|``
+    (``logp_gap_mean``, ``logp_gap``) and the fraction of ratios outside [0.9, 1.1] (``ratio_outside``)."""
+    diff = (trainer_logp - rollout_logp).abs() * mask
+    ratio = torch.exp(trainer_logp - rollout_logp)
+    outside = ((ratio < 0.9) | (ratio > 1.1)).float()
+    return {
+        "logp_gap_mean": float(masked_mean(diff, mask)),
+        "logp_gap": float(diff.max()) if diff.numel() else 0.0,
+        "ratio_outside": float(masked_mean(outside, mask)),
+    }
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -218,13 +276,14 @@ class ActionOutputs:
 
 def action_outputs(
     model: Any, episodes: Sequence[Episode], pad_id: int, need_entropy: bool = False,
-    micro_batch_size: int = 0, entropy_grad: bool = True,
+    micro_batch_size: int = 0, entropy_grad: bool = True, temperature: float = 1.0,
 ) -> ActionOutputs:
     """Stitched forwards of ``model`` over ``episodes``: per-action-token log-probs, values, entropy.
 
     ``model`` is a ``PolicyWithValue`` (possibly wrapped by accelerate/DDP, see
     :func:`expose_config`); the stitched masks make each token see exactly what it saw
-    at rollout time, so at the rollout weights these log-probs equal the recorded ones.
+    at rollout time, so at the rollout weights these log-probs equal the recorded ones
+    (the rollout's sampling ``temperature`` must be passed: both score ``logits / temperature``).
     With ``micro_batch_size`` the episodes go through in groups of that many, each
     stitched (and masked) on its own, so no mask ever spans the whole rollout.
     ``entropy_grad=False`` computes the entropy outside the autograd graph (for logging).
@@ -232,7 +291,7 @@ def action_outputs(
     episodes = list(episodes)
     if 0 < micro_batch_size < len(episodes):
         parts = [
-            action_outputs(model, episodes[i : i + micro_batch_size], pad_id, need_entropy, 0, entropy_grad)
+            action_outputs(model, episodes[i : i + micro_batch_size], pad_id, need_entropy, 0, entropy_grad, temperature)
             for i in range(0, len(episodes), micro_batch_size)
         ]
         return _concat(parts)
@@ -240,7 +299,7 @@ def action_outputs(
     attn = getattr(inner.config, "_attn_implementation", None) or "eager"
     param = next(inner.parameters())
     batch = stitch(episodes, pad_id=pad_id, attn_implementation=attn, dtype=param.dtype, device=param.device)
-    out = stitched_forward(model, batch, with_entropy=need_entropy, entropy_grad=entropy_grad)
+    out = stitched_forward(model, batch, with_entropy=need_entropy, entropy_grad=entropy_grad, temperature=temperature)
     pack = _packer(batch.action_index[:, 0], len(episodes))
     logp = out["logprobs"]
     return ActionOutputs(
@@ -316,42 +375,61 @@ class PPOBatch:
     returns: torch.Tensor
     mask: torch.Tensor
     stats: dict[str, float]
+    rollout_logp: torch.Tensor | None = None
+    is_weight: torch.Tensor | None = None
+    temperature: float = 1.0
 
 
 @torch.no_grad()
-def prepare_batch(model: Any, ref_model: Any | None, episodes: Sequence[Episode], cfg: PPOConfig, pad_id: int) -> PPOBatch:
-    """Values, reference log-probs, KL-shaped rewards, GAE advantages and returns for a rollout."""
+def prepare_batch(
+    model: Any,
+    ref_model: Any | None,
+    episodes: Sequence[Episode],
+    cfg: PPOConfig,
+    pad_id: int,
+    temperature: float = 1.0,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> PPOBatch:
+    """Old log-probs, values, reference log-probs, KL-shaped rewards, GAE advantages and returns for a rollout.
+
+    ``all_reduce`` sums a tensor over processes (advantages are whitened over all of them).
+    """
     episodes = list(episodes)
-    current = action_outputs(model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size)
+    current = action_outputs(model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size, temperature=temperature)
     mask = current.mask.cpu()
     width = mask.shape[1]
-    old_logp, lengths = recorded_logprobs(episodes, width)
+    rollout_logp, lengths = recorded_logprobs(episodes, width)
+    trainer_logp = current.logp.float().cpu() * mask
+    old_logp = trainer_logp if cfg.recompute_old_logp else rollout_logp
+    is_weight = truncated_is_weight(trainer_logp, rollout_logp, cfg.tis_cap) * mask if cfg.tis_cap is not None else None
     old_values = current.values.float().cpu() if current.values is not None else torch.zeros_like(old_logp)
     rewards = turn_reward_tensor(episodes, lengths, width)
     ref_logp = None
     kl = torch.zeros_like(old_logp)
     if cfg.kl_coef > 0 and ref_model is not None:
-        ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size).logp.float().cpu()
+        ref_logp = action_outputs(ref_model, episodes, pad_id, micro_batch_size=cfg.micro_batch_size, temperature=temperature).logp.float().cpu()
         kl = KL_ESTIMATORS[cfg.kl_estimator](old_logp, ref_logp) * mask
         if cfg.kl_in_reward:
             rewards = rewards - cfg.kl_coef * kl
     advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask, all_reduce=all_reduce)
     stats = {
         "kl": float(masked_mean(kl, mask)),
-        # How far the stitched forward is from the rollout-time log-probs at the same weights.
-        "logp_gap": float(((current.logp.float().cpu() - old_logp).abs() * mask).max()) if mask.numel() else 0.0,
         "action_tokens": float(mask.sum()),
+        **mismatch_stats(trainer_logp, rollout_logp, mask),
     }
-    return PPOBatch(episodes, old_logp, old_values, ref_logp, advantages, returns, mask, stats)
+    if is_weight is not None:
+        stats["tis_weight_mean"] = float(masked_mean(is_weight, mask))
+    return PPOBatch(episodes, old_logp, old_values, ref_logp, advantages, returns, mask, stats, rollout_logp, is_weight, temperature)
 
 
 def ppo_loss(model: Any, batch: PPOBatch, index: Sequence[int], cfg: PPOConfig, pad_id: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO loss on the episodes ``index`` of ``batch`` (a micro-batch)."""
     idx = torch.tensor(list(index))
     # Without an entropy bonus the entropy is only logged: no autograd graph over (tokens, vocab) for it.
-    out = action_outputs(model, [batch.episodes[i] for i in index], pad_id, need_entropy=True, entropy_grad=cfg.ent_coef != 0)
+    out = action_outputs(model, [batch.episodes[i] for i in index], pad_id, need_entropy=True, entropy_grad=cfg.ent_coef != 0,
+                         temperature=batch.temperature)
     device = out.logp.device
     width = out.logp.shape[1]
 
@@ -359,7 +437,8 @@ def ppo_loss(model: Any, batch: PPOBatch, index: Sequence[int], cfg: PPOConfig, 
         return x[idx, :width].to(device)
 
     mask = take(batch.mask)
-    pg_loss, stats = policy_loss(out.logp, take(batch.old_logp), take(batch.advantages), mask, cfg.clip_coef)
+    is_weight = take(batch.is_weight) if batch.is_weight is not None else None
+    pg_loss, stats = policy_loss(out.logp, take(batch.old_logp), take(batch.advantages), mask, cfg.clip_coef, is_weight)
     loss = pg_loss
     v_loss = torch.zeros((), device=device)
     if out.values is not None:
@@ -434,6 +513,17 @@ def minibatch_update(
     return {k: v / max(count, 1) for k, v in totals.items()}
 
 
+def sum_over_processes(accelerator: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A function summing a tensor over ``accelerator``'s processes (None with a single process)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return None
+
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(t.to(accelerator.device), "sum").to(t.device)
+
+    return total
+
+
 def _split(items: list[int], parts: int) -> list[list[int]]:
     """``items`` in ``parts`` contiguous chunks of near-equal size (empty chunks dropped)."""
     parts = max(1, min(parts, len(items)))
@@ -456,10 +546,14 @@ def ppo_iteration(
     accelerator: Any = None,
     scheduler: Any = None,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
-    """Prepare (values, KL, GAE) and update on one rollout; returns the iteration's scalars."""
+    """Prepare (old log-probs, values, KL, GAE) and update on one rollout; returns the iteration's scalars.
+
+    ``temperature`` is the rollout's sampling temperature; ``generator`` (CPU) shuffles the mini-batches.
+    """
     model.eval()
-    batch = prepare_batch(model, ref_model, episodes, cfg, pad_id)
+    batch = prepare_batch(model, ref_model, episodes, cfg, pad_id, temperature, sum_over_processes(accelerator))
     stats = minibatch_update(
         model, optimizer, batch.mask, lambda part: ppo_loss(model, batch, part, cfg, pad_id), cfg,
         accelerator, scheduler, generator,

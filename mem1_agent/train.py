@@ -8,7 +8,10 @@ backend). ``accelerate launch --cpu`` with accelerate 1.x starts a single proces
 hostfile is configured, so it is not the way to get several CPU processes.
 
 Each process rolls out its own episodes (distinct task seeds) and the gradients are
-averaged by accelerate (DDP), so parameters stay identical across processes. The run
+averaged by accelerate (DDP), so parameters stay identical across processes; PPO whitens
+advantages over every process's action tokens, and the logged scalars are combined over
+processes (:func:`combine_scalars`). ``train.mixed_precision`` runs every forward (rollout,
+reference, training) under the same autocast, parameters staying fp32. The run
 writes to ``train.output_dir``: ``checkpoint.json`` and the snapshot folder it names (atomic,
 hashed, no pickles; rerunning the same command continues the run, see :mod:`mem1_agent.checkpoint`),
 ``config.yaml``, TensorBoard scalars under ``tb/<phase>/`` (steps re-run after a resume replace the
@@ -23,6 +26,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -112,12 +116,18 @@ def summarize(episodes: Sequence[Any]) -> dict[str, float]:
     return out
 
 
+def sampling_generator(model: Any, seed: int) -> torch.Generator:
+    """A seeded ``torch.Generator`` on the device of ``model``'s parameters, where
+    ``torch.multinomial`` samples (it refuses a generator on another device)."""
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(int(seed))
+
+
 @torch.no_grad()
 def evaluate(model: Any, tokenizer: Any, cfg: Config, progress: bool = False) -> dict[str, dict[str, float]]:
     """Held-out evaluation at each task size of ``cfg.eval``; ``{size: summary}``."""
     ev = cfg.eval
     sampling = SamplingConfig(max_new_tokens=ev.max_new_tokens, temperature=0.0 if ev.greedy else cfg.sampling.temperature)
-    policy = LMPolicy(model, tokenizer, sampling=sampling, generator=torch.Generator().manual_seed(ev.seed))
+    policy = LMPolicy(model, tokenizer, sampling=sampling, generator=sampling_generator(model, ev.seed))
     env_cfg = EnvConfig(**{**cfg.env.__dict__, "split": ev.split, "num_envs": max(1, min(ev.num_envs, ev.episodes))})
     results: dict[str, dict[str, float]] = {}
     for size in ev.sizes:
@@ -153,6 +163,21 @@ def oracle_episodes(cfg: Config, tokenizer: Any, seeds: Sequence[int]) -> list[A
 
 
 # -- the run --------------------------------------------------------------------------
+
+#: Scalars summed over processes (counts and throughputs); ``MAX_SCALARS`` take the maximum;
+#: every other scalar is averaged (each process contributes the same number of episodes).
+SUM_SCALARS = ("episodes", "action_tokens", "tokens", "tokens_per_s", "rollout_tokens_per_s", "update_tokens_per_s")
+MAX_SCALARS = ("logp_gap",)
+
+
+def combine_scalars(per_process: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One process's scalars from every process's: sums, maxima or means (see ``SUM_SCALARS``)."""
+    keys = [k for k in per_process[0] if all(k in d for d in per_process)]
+    out = {}
+    for k in keys:
+        vals = [float(d[k]) for d in per_process]
+        out[k] = sum(vals) if k in SUM_SCALARS else max(vals) if k in MAX_SCALARS else sum(vals) / len(vals)
+    return out
 
 
 @dataclass
@@ -201,6 +226,18 @@ def restore_sft_adapters(model: Any, out: Path) -> None:
         raise CheckpointError(f"{out / (REFERENCE + '.json')} holds no LoRA adapters but model.lora is set")
     load_model_tensors(model.lm, tensors, dict(meta.get("aliases") or {}), True, str(out / (REFERENCE + ".json")))
     merge_lora(model)
+def _allow_precision(precision: str) -> None:
+    """Let a second run in the same process use another ``train.mixed_precision``.
+
+    accelerate keeps one process-wide state and refuses a different precision once it exists;
+    in a single process (a notebook, the tests) forgetting that state is safe. Launched
+    processes run one trainer each, so their state is left alone.
+    """
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision and shared.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state()
 
 
 class Trainer:
@@ -208,13 +245,28 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DataLoaderConfiguration, set_seed
 
         from .models import frozen_reference
 
         self.cfg = cfg
+        cuda = torch.cuda.is_available()
+        precision = cfg.train.mixed_precision
+        if precision == "fp16" and not cuda:
+            raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU (accelerate runs no fp16 autocast on CPU); use bf16")
+        if cfg.model.dtype in ("bfloat16", "float16"):
+            warnings.warn(
+                f"model.dtype={cfg.model.dtype} trains {cfg.model.dtype} parameters without fp32 master weights: "
+                "AdamW updates below the dtype's resolution are rounded away. Prefer model.dtype=float32 with "
+                "train.mixed_precision=bf16.", stacklevel=2,
+            )
+        _allow_precision(precision)
         # Without CUDA, say cpu=True so that several launched processes form a gloo (MULTI_CPU) group.
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # split_batches=True: we prepare no dataloader, and without it accelerate's scheduler wrapper
+        # steps the schedule num_processes times per optimizer step (a warm-up would end early).
+        self.accelerator = Accelerator(
+            cpu=not cuda, mixed_precision=precision, dataloader_config=DataLoaderConfiguration(split_batches=True)
+        )
         self.rank = self.accelerator.process_index
         self.out = Path(cfg.train.output_dir)
         if self.accelerator.is_main_process:
@@ -229,9 +281,9 @@ class Trainer:
         kl = cfg.grpo.kl_coef if algo == "grpo" else cfg.ppo.kl_coef
         self.ref = None
         if algo != "sft" and kl > 0:
-            self.ref = frozen_reference(model).to(self.accelerator.device)
+            # Prepared for evaluation only: no DDP, but the same autocast as the policy's forwards.
+            self.ref = self.accelerator.prepare_model(frozen_reference(model), evaluation_mode=True)
         self.model = model
-        self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + self.rank)
         self.writer = None
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +293,8 @@ class Trainer:
         if self.lora and algo == "sft+ppo" and is_sharded(self.model):
             raise ConfigError("sft+ppo with model.lora merges the SFT adapters into the weights, which FSDP-sharded "
                               "weights do not allow: run sft, `mem1 export` it, then ppo from the exported model")
+        # Rollout sampling, on the model's device (saved in checkpoints, so a resumed run samples alike).
+        self.generator = sampling_generator(self.accelerator.unwrap_model(self.model), cfg.train.seed * 7919 + self.rank)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -249,6 +303,10 @@ class Trainer:
         cfg = self.cfg
         lr, wd = {"sft": (cfg.sft.lr, 0.0), "rl": (cfg.grpo.lr, cfg.grpo.weight_decay) if cfg.train.algorithm == "grpo" else (cfg.ppo.lr, cfg.ppo.weight_decay)}.get(phase, (cfg.ppo.lr, 0.0))
         model = self.accelerator.unwrap_model(self.model) if hasattr(self, "optimizer") else self.model
+        # SFT trains the LM alone. The value head (and critic) would get no gradient, which DDP
+        # refuses, so they are frozen for that phase rather than hiding it with find_unused_parameters.
+        for p in getattr(model, "value_parameters", list)():
+            p.requires_grad_(phase != "sft")
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
         warmup = max(cfg.train.lr_warmup, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
@@ -328,7 +386,11 @@ class Trainer:
         return bool((gathered == gathered[0]).all())
 
     def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
-        """TensorBoard (and W&B, when enabled) scalars (main process only)."""
+        """TensorBoard (and W&B, when enabled) scalars, combined over processes (collective; written by the main process)."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            scalars = combine_scalars(gather_object([scalars]))
         if self.writer is None:
             return
         for k, v in scalars.items():
@@ -386,7 +448,7 @@ class Trainer:
     def _evaluate(self, label: str) -> dict[str, Any]:
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        with gathered_parameters(model):
+        with gathered_parameters(model), self.accelerator.autocast():
             results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
         for size, summary in results.items():
             self.print(f"eval {label} {self.cfg.eval.scale_key}={size}: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
@@ -417,7 +479,10 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             self.state.results.pop("after", None)  # a continued run must be evaluated again
-            scalars = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+            scalars = {
+                "loss": float(loss.detach()), "grad_norm": float(grad_norm), "tokens": float(n_tokens),
+                "tokens_per_s": n_tokens / (time.perf_counter() - t0), "lr": float(self.scheduler.get_last_lr()[0]),
+            }
             self.log(scalars, self.state.step, "sft")
             if bar is not None:
                 bar.update(1)
@@ -443,18 +508,23 @@ class Trainer:
                 seeds = group_seeds(_task_seeds(cfg, it, self.rank, cfg.grpo.tasks_per_iteration), cfg.grpo.group_size)
             else:
                 seeds = _task_seeds(cfg, it, self.rank, cfg.ppo.episodes_per_iteration)
-            with gathered_parameters(unwrapped):  # FSDP: whole weights, no collectives while ranks generate
+            # FSDP: whole weights, no collectives while ranks generate. Rollout under the training
+            # forwards' autocast: recorded and trained log-probs share a precision.
+            with gathered_parameters(unwrapped), acc.autocast():
                 episodes, rstats = rollout(envs, policy, seeds)
+            # Mini-batch order: a function of (seed, iteration, rank), so a resumed run shuffles alike.
+            shuffle = torch.Generator().manual_seed(_task_seeds(cfg, it, self.rank, 1)[0])
             t0 = time.perf_counter()
-            if algo == "grpo":
-                stats = grpo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.grpo, self.pad_id, acc, self.scheduler, self.generator)
-            else:
-                stats = ppo_iteration(self.model, self.ref, self.optimizer, episodes, cfg.ppo, self.pad_id, acc, self.scheduler, self.generator)
+            iteration = grpo_iteration if algo == "grpo" else ppo_iteration
+            stats = iteration(
+                self.model, self.ref, self.optimizer, episodes, cfg.grpo if algo == "grpo" else cfg.ppo, self.pad_id,
+                acc, self.scheduler, shuffle, temperature=cfg.sampling.temperature,
+            )
             update_s = time.perf_counter() - t0
             summary = summarize(episodes)
             scalars = {
                 **stats,
-                **{k: v for k, v in summary.items() if k != "episodes"},
+                **summary,
                 "rollout_tokens_per_s": rstats.tokens_per_second,
                 "update_tokens_per_s": stats.get("action_tokens", 0.0) / update_s if update_s > 0 else 0.0,
                 "lr": float(self.scheduler.get_last_lr()[0]),

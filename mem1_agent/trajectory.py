@@ -641,6 +641,7 @@ def _model_attn(policy: Any) -> str:
 
 def stitched_forward(
     policy: Any, batch: StitchedBatch, with_entropy: bool = False, with_values: bool = True, entropy_grad: bool = True,
+    temperature: float = 1.0,
 ) -> dict[str, torch.Tensor | None]:
     """One forward over a stitched batch; per-action-token outputs.
 
@@ -650,6 +651,8 @@ def stitched_forward(
         with_entropy: also return the entropy of each token's distribution.
         with_values: compute the values (when the policy has a value head).
         entropy_grad: keep the entropy in the autograd graph (False: computed detached, for logging).
+        temperature: score ``logits / temperature``, the distribution a rollout at that sampling
+            temperature drew from and recorded (0, greedy decoding, scores the raw logits).
 
     Returns:
         ``logprobs`` (N,), ``values`` (N,) (the value of the state each token was
@@ -668,7 +671,10 @@ def stitched_forward(
         batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
         logits_at=(rows, cols), with_values=with_values,
     )
-    logp_all = torch.log_softmax(out["logits"].float(), dim=-1)
+    logits = out["logits"].float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, batch.target_ids.unsqueeze(-1)).squeeze(-1)
     values = out["values"][rows, cols] if out["values"] is not None else None
     entropy = None

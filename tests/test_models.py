@@ -200,3 +200,22 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients_identical(
     assert plain.keys() == ckpt.keys() and len(plain) > 10
     for name in plain:
         assert torch.allclose(plain[name], ckpt[name], atol=1e-6, rtol=1e-5), name
+def test_output_layer_computes_fp32_logits_under_bf16_autocast_and_in_copies():
+    import copy
+
+    from mem1_agent.models import frozen_reference
+
+    model, _ = load_policy("tiny", seed=0)
+    hidden = torch.randn(3, 64)
+    exact = hidden @ model.lm.lm_head.weight.T
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.lm.lm_head(hidden)
+        ref_logits = frozen_reference(model).lm.lm_head(hidden)
+    assert logits.dtype == torch.float32 and torch.allclose(logits, exact, atol=1e-5)
+    # The reference is a deep copy: its output layer must use its own weights, not the policy's.
+    ref = frozen_reference(model)
+    with torch.no_grad():
+        model.lm.lm_head.weight.add_(1.0)
+    assert torch.allclose(ref.lm.lm_head(hidden), exact, atol=1e-5)
+    assert torch.allclose(ref_logits, exact, atol=1e-5)
+    assert copy.deepcopy(model).lm.lm_head.forward.__self__ is not model.lm.lm_head

@@ -14,8 +14,11 @@ from mem1_agent.ppo import (
     kl_k3,
     masked_mean,
     masked_whiten,
+    mismatch_stats,
     policy_loss,
     ppo_iteration,
+    prepare_batch,
+    truncated_is_weight,
     turn_reward_tensor,
     value_loss,
 )
@@ -159,3 +162,55 @@ def test_ppo_iteration_with_a_separate_critic(tiny_rollout):
     moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert any(n.startswith("critic.") for n in moved) and any(n.startswith("lm.") for n in moved)
     assert any(n.startswith("value_head.") for n in moved)
+
+
+def test_rollout_trainer_mismatch_and_truncated_importance_weights_on_a_hand_made_case():
+    trainer = torch.tensor([[-1.0, -2.0, -0.5, 0.0]])
+    rollout_lp = torch.tensor([[-1.0, -2.2, -0.1, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    stats = mismatch_stats(trainer, rollout_lp, mask)
+    assert stats["logp_gap_mean"] == pytest.approx(0.2, abs=1e-6)  # (0 + 0.2 + 0.4) / 3
+    assert stats["logp_gap"] == pytest.approx(0.4, abs=1e-6)
+    assert stats["ratio_outside"] == pytest.approx(2 / 3)  # e^0.2 = 1.22 and e^-0.4 = 0.67
+    w = truncated_is_weight(trainer, rollout_lp, cap=1.1)
+    assert w[0, :3].tolist() == pytest.approx([1.0, 1.1, math.exp(-0.4)], abs=1e-6)
+    # At ratio 1 the surrogate of each token is -A, scaled by its weight: (-1 - 1.1 + 2 e^-0.4) / 3.
+    adv = torch.tensor([[1.0, 1.0, -2.0, 5.0]])
+    loss, _ = policy_loss(trainer, trainer, adv, mask, 0.2, is_weight=w)
+    assert loss.item() == pytest.approx((-1.0 - 1.1 + 2 * math.exp(-0.4)) / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="tis_cap"):
+        PPOConfig(tis_cap=0.0)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_prepare_batch_takes_old_logprobs_from_the_trainer_and_weights_the_mismatch(tiny_rollout, recompute):
+    model, ref, tok, episodes = tiny_rollout
+    recorded = episodes[0].turns[0].logprobs[0]
+    episodes[0].turns[0].logprobs[0] = recorded + 0.3  # as if the rollout engine disagreed by 0.3 nats
+    cfg = PPOConfig(recompute_old_logp=recompute, tis_cap=2.0, kl_coef=0.0)
+    batch = prepare_batch(model, ref, episodes, cfg, tok.pad_token_id)
+    tokens = batch.stats["action_tokens"]
+    assert batch.rollout_logp[0, 0].item() == pytest.approx(recorded + 0.3, abs=1e-6)
+    assert batch.old_logp[0, 0].item() == pytest.approx(recorded + (0.0 if recompute else 0.3), abs=1e-4)
+    assert batch.stats["logp_gap"] == pytest.approx(0.3, abs=1e-4)
+    assert batch.stats["logp_gap_mean"] == pytest.approx(0.3 / tokens, abs=1e-4)
+    assert batch.stats["ratio_outside"] == pytest.approx(1 / tokens)
+    assert batch.is_weight[0, 0].item() == pytest.approx(math.exp(-0.3), abs=1e-4)
+    others = batch.is_weight[batch.mask.bool()][1:]
+    assert torch.allclose(others, torch.ones_like(others), atol=1e-4)
+
+
+def test_ppo_update_raises_logprobs_of_positive_advantage_tokens_and_lowers_negative_ones(tiny_rollout):
+    model, _, tok, episodes = tiny_rollout
+    for i, ep in enumerate(episodes):  # even episodes succeed, odd ones fail
+        ep.reward, ep.metrics["turn_rewards"] = (1.0 if i % 2 == 0 else -1.0), None
+    cfg = PPOConfig(num_minibatches=1, micro_batch_size=4, vf_coef=0.0, kl_coef=0.0, max_grad_norm=1e9)
+    batch = prepare_batch(model, None, episodes, cfg, tok.pad_token_id)
+    positive, negative = (batch.advantages > 0) & batch.mask.bool(), (batch.advantages < 0) & batch.mask.bool()
+    assert positive.any() and negative.any()
+    before = batch.old_logp
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ppo_iteration(model, None, opt, episodes, cfg, tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    after = prepare_batch(model, None, episodes, cfg, tok.pad_token_id).old_logp
+    change = after - before
+    assert change[positive].mean() > 0 > change[negative].mean()

@@ -11,10 +11,10 @@ from mem1_agent.trajectory import stitch, stitched_forward
 from train_fixtures import tiny_policy, toy_envs  # noqa: F401  (fixtures)
 
 
-def fresh_logprobs(model, context: list[int], ids: list[int]) -> torch.Tensor:
-    """Log-probs of ``ids`` after ``context`` from one unpadded forward, no cache."""
+def fresh_logprobs(model, context: list[int], ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of ``ids`` after ``context`` from one unpadded forward, no cache, at ``temperature``."""
     seq = torch.tensor([context + ids])
-    logits = model.lm(seq).logits[0].float()
+    logits = model.lm(seq).logits[0].float() / temperature
     logp = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
     return logp.gather(-1, torch.tensor(ids)[:, None]).squeeze(-1)
 
@@ -34,14 +34,30 @@ def test_recorded_logprobs_equal_a_fresh_forward(tiny_policy):
             assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
 
 
-def test_tempered_sampling_still_records_raw_model_logprobs(tiny_policy):
+def test_tempered_sampling_records_tempered_logprobs(tiny_policy):
+    # The recorded log-probs are those of softmax(logits / T), the distribution sampled from
+    # (before top-k / top-p filtering), not of the raw logits.
     model, tok = tiny_policy
     cfg = SamplingConfig(max_new_tokens=8, temperature=0.7, top_k=20, top_p=0.9)
     policy = LMPolicy(model, tok, sampling=cfg, generator=torch.Generator().manual_seed(1))
     ctxs = contexts(tok)
     with torch.no_grad():
         for ctx, gen in zip(ctxs, policy.generate(ctxs)):
-            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids), torch.tensor(gen.logprobs), atol=1e-5)
+            recorded = torch.tensor(gen.logprobs)
+            assert torch.allclose(fresh_logprobs(model, ctx, gen.ids, temperature=0.7), recorded, atol=1e-5)
+            assert not torch.allclose(fresh_logprobs(model, ctx, gen.ids), recorded, atol=1e-3)
+
+
+def test_stitched_forward_at_the_sampling_temperature_reproduces_a_tempered_rollout(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=10, temperature=0.6), generator=torch.Generator().manual_seed(3))
+    episodes, _ = rollout(toy_envs(tok, memories=("mem1", "full")), policy, [0, 1])
+    batch = stitch(episodes, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        tempered = stitched_forward(model, batch, temperature=0.6)["logprobs"]
+        raw = stitched_forward(model, batch)["logprobs"]
+    assert torch.allclose(tempered, batch.rollout_logprobs, atol=1e-4)
+    assert (raw - batch.rollout_logprobs).abs().max() > 1e-2
 
 
 def test_left_padding_with_uneven_lengths_matches_unbatched_greedy(tiny_policy):

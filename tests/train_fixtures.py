@@ -35,3 +35,18 @@ def tiny_rollout(tiny_policy):
     policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=12), generator=torch.Generator().manual_seed(0))
     episodes, _ = rollout(toy_envs(tok), policy, seeds=[0, 1, 2, 3])
     return model, ref, tok, episodes
+
+
+def tb_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar a run wrote under ``<run_dir>/tb`` (one folder per phase, ``tb/sft`` and
+    ``tb/rl``): ``{tag: [(step, value), ...]}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    tb = run_dir / "tb"
+    for folder in [tb, *sorted(p for p in tb.iterdir() if p.is_dir())]:
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return scalars
