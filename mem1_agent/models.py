@@ -251,11 +251,12 @@ class PolicyWithValue(nn.Module):
 
 
 def as_policy(model: nn.Module) -> nn.Module:
-    """``model`` itself when it is a :class:`PolicyWithValue` (or wraps one, as DDP does), else a value-less
+    """``model`` itself when it is a :class:`PolicyWithValue` or a LoRA policy's
+    :class:`AdapterDisabledReference` (or wraps one, as DDP does), else a value-less
     :class:`PolicyWithValue` over it, sharing its weights: so a plain Hugging Face causal LM works
     wherever a policy is expected (stitched forwards, per-turn log-probs)."""
     inner = getattr(model, "module", model)
-    if isinstance(inner, PolicyWithValue):
+    if isinstance(inner, (PolicyWithValue, AdapterDisabledReference)):
         return model
     if not callable(getattr(inner, "get_decoder", None)):
         raise TypeError(
