@@ -46,7 +46,10 @@ def test_masks_follow_the_page_and_slots_keep_their_meaning() -> None:
     assert info["page"] == "item"
     assert env.action_masks()[FIXED_SLOTS.index("buy now")] and env.action_masks()[FIXED_SLOTS.index("description")]
     _, reward, terminated, _, info = env.step(FIXED_SLOTS.index("buy now"))
-    assert terminated and 0.0 <= reward <= 1.0 and "reward" in info
+    # The first hit bought with its default options: its one goal attribute and the price match, neither
+    # goal option does: (1 + 0 + 1) / (1 attribute + 2 options + 1) with r_type 1.
+    assert terminated and reward == info["reward"] == 0.5
+    assert info["reward_breakdown"]["num_attr_matches"] == 1 and info["reward_breakdown"]["num_option_matches"] == 0
 
 
 def test_masked_out_choice_is_refused_not_raised() -> None:
