@@ -269,6 +269,7 @@ class _FairScheduler:
         self.chunk_tokens = chunk_tokens
         self.chunks_run = 0
         self._waiting: deque[_Work] = deque()
+        self._running: _Work | None = None  # the request whose chunk the model is on, out of the queue meanwhile
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="policy-generation", daemon=True)
@@ -295,7 +296,7 @@ class _FairScheduler:
     def pending(self) -> int:
         """Requests waiting or in progress."""
         with self._cond:
-            return len(self._waiting)
+            return len(self._waiting) + (self._running is not None)
 
     def stop(self) -> None:
         with self._cond:
@@ -311,7 +312,10 @@ class _FairScheduler:
                 if self._stopping:
                     return
                 work = self._waiting.popleft()
+                self._running = work
             if work.cancelled:
+                with self._cond:
+                    self._running = None
                 continue
             chunk = work.chunks.popleft()
             try:
@@ -320,10 +324,11 @@ class _FairScheduler:
             except Exception as exc:  # reported to the client as a 500
                 work.error = f"{type(exc).__name__}: {exc}"
                 work.chunks.clear()
-            if work.chunks:
-                with self._cond:
+            with self._cond:
+                self._running = None
+                if work.chunks:
                     self._waiting.append(work)  # to the back: the others get their turn first
-            else:
+            if not work.chunks:
                 work.on_done()
 
 

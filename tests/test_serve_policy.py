@@ -173,9 +173,10 @@ def test_a_small_request_completes_while_a_large_batch_is_in_progress():
     from mem1_agent.serve_policy import PolicyLimits
 
     model, tokenizer = load_policy(MODEL, value_head=False)
-    # A chunk always holds one prompt at least: chunk_tokens=1 makes the big batch 24 chunks.
+    # A chunk always holds one prompt at least: chunk_tokens=1 makes the big batch 32 chunks
+    # of 16 tokens each: a few seconds of work, even on an idle machine.
     limits = PolicyLimits(max_tokens=64, chunk_tokens=1)
-    big = {"prompt": [f"<IS> row {i}" for i in range(24)], "max_tokens": 8, "temperature": 0}
+    big = {"prompt": [f"<IS> row {i}" for i in range(32)], "max_tokens": 16, "temperature": 0}
     result: dict[str, int] = {}
     with PolicyServer(("127.0.0.1", 0), model.eval(), tokenizer, MODEL, limits=limits) as srv:
         thread = threading.Thread(target=lambda: result.update(big=_post(srv.url, big)[0]))
