@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 #: Special tokens: padding, unknown word, begin and end of sequence.
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
@@ -55,11 +55,28 @@ def world_texts(dataset: Any, tags: Any = None, max_objectives: int = 32) -> lis
     return texts
 
 
-def word_tokenizer(texts: Iterable[str], tags: Any = None) -> Any:
+def instruction_phrases(tags: Any = None) -> list[str]:
+    """The QA prompt's instructions, which every prompt repeats word for word (one token each in
+    :func:`word_tokenizer`, so a context spends its length on the questions, not on boilerplate)."""
+    from mem1_gym.protocol import get_tag_set
+    from mem1_gym.qa_env import PROMPT_TEMPLATE
+
+    tags = get_tag_set(tags or "paper")
+    text = PROMPT_TEMPLATE.format(
+        n=1, state=tags.state, info=tags.info, max_turns=1, questions="",
+        search=tags.tag("search"), answer=tags.tag("answer"),
+    )
+    start = text.index("Every turn")
+    end = text.index("This ends the task.") + len("This ends the task.")
+    return [text[start:end]]
+
+
+def word_tokenizer(texts: Iterable[str], tags: Any = None, phrases: Sequence[str] = ()) -> Any:
     """A word-level ``PreTrainedTokenizerFast`` whose vocabulary is every word of ``texts``.
 
     The opening and closing tags of the tag set are single (non-special) tokens, so the
     policy writes ``</query>`` as one token and its decoded text holds the tag verbatim.
+    Each of ``phrases`` (e.g. :func:`instruction_phrases`) is one token too.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -82,7 +99,7 @@ def word_tokenizer(texts: Iterable[str], tags: Any = None) -> Any:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]",
     )
-    fast.add_tokens(tag_tokens)
+    fast.add_tokens([*tag_tokens, *phrases])
     return fast
 
 
@@ -140,7 +157,8 @@ def build_word_model(
     from mem1_gym.data import load_dataset
 
     path = Path(path)
-    tokenizer = word_tokenizer(world_texts(load_dataset(dataset, seed=dataset_seed, size=dataset_size), tags), tags)
+    texts = world_texts(load_dataset(dataset, seed=dataset_seed, size=dataset_size), tags)
+    tokenizer = word_tokenizer(texts, tags, phrases=instruction_phrases(tags))
     model = small_llama(len(tokenizer), seed=seed, **model_kwargs)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
