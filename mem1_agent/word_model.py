@@ -3,9 +3,10 @@
 The learning experiment (``benchmarks/learning.py``) needs a policy that reads the task and
 trains in minutes on a CPU. SmolLM2-135M is too slow there, so the experiment builds:
 
-* :func:`word_tokenizer`: one token per word of the world (every invented name, year and
-  relation word is a single token, so copying a name is copying one token), the turn
-  protocol's tags as whole tokens, ``[UNK]`` for anything else. Decoding joins tokens with
+* :func:`word_tokenizer`: one token per word of the world, and one per entity name (``The
+  Kovlin Chronicle``, ``Mabrola Zorsap``: copying a name is copying one token) and per fixed
+  instruction block of the prompt; the turn protocol's tags as whole tokens, ``[UNK]`` for
+  anything else. Decoding joins tokens with
   spaces, which the turn parser and the answer scorer are insensitive to.
 * :func:`small_llama`: a randomly initialised Llama (SmolLM2's architecture: RMSNorm, RoPE,
   grouped-query attention, tied embeddings) of a few hundred thousand to a few million
@@ -53,6 +54,26 @@ def world_texts(dataset: Any, tags: Any = None, max_objectives: int = 32) -> lis
         " ".join(f"Q{i} Question {i} {i}" for i in range(1, max_objectives + 1)),
     ]
     return texts
+
+
+def entity_phrases(dataset: Any) -> list[str]:
+    """Every multi-word entity name (passage titles) and multi-word answer of ``dataset``.
+
+    As single tokens they make every name the agent copies (from a question into a query,
+    from a passage into its state and answer) a one-token copy, which a small model learns in
+    far fewer steps than copying a run of tokens.
+    """
+    names: dict[str, None] = {}
+    for p in dataset.corpus:
+        if " " in p.title.strip():
+            names.setdefault(p.title.strip(), None)
+    for split in dataset.splits.values():
+        for item in split:
+            for answer in item.answers:
+                if " " in answer.strip():
+                    names.setdefault(answer.strip(), None)
+    # Longest first, so a name is never cut by a shorter one it starts with.
+    return sorted(names, key=lambda n: (-len(n), n))
 
 
 def instruction_phrases(tags: Any = None) -> list[str]:
@@ -157,8 +178,8 @@ def build_word_model(
     from mem1_gym.data import load_dataset
 
     path = Path(path)
-    texts = world_texts(load_dataset(dataset, seed=dataset_seed, size=dataset_size), tags)
-    tokenizer = word_tokenizer(texts, tags, phrases=instruction_phrases(tags))
+    world = load_dataset(dataset, seed=dataset_seed, size=dataset_size)
+    tokenizer = word_tokenizer(world_texts(world, tags), tags, phrases=[*instruction_phrases(tags), *entity_phrases(world)])
     model = small_llama(len(tokenizer), seed=seed, **model_kwargs)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)

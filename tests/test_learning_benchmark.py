@@ -24,12 +24,13 @@ def _learning():
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path):
+@pytest.mark.parametrize("sft_seed", ["0", "null"], ids=["shared-sft", "sft-per-seed"])
+def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft_seed):
     learning = _learning()
     results = tmp_path / "results"
     rc = learning.main([
         "--out", str(tmp_path / "runs"), "--results", str(results),
-        "experiment.seeds=[0, 1]", "experiment.tasks=3", "experiment.sizes=[1, 2]", "experiment.full_sizes=[1]",
+        "experiment.seeds=[0, 1]", f"experiment.sft_seed={sft_seed}", "experiment.tasks=3", "experiment.sizes=[1, 2]", "experiment.full_sizes=[1]",
         "experiment.curve_every=1", "experiment.eval_batch=3", "experiment.bootstrap=50",
         "experiment.model={hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}",
         "env.kwargs.dataset_size=100", "env.num_envs=2", "sft.steps=2", "sft.episodes=4", "sft.batch_size=2",
@@ -60,6 +61,8 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path):
     assert math.isclose(diff["welch_over_seeds"]["diff"], float(ppo.mean() - sft.mean()), abs_tol=1e-12)
     assert diff["paired_bootstrap_over_tasks"]["tasks"] == 3
     assert isinstance(doc["verdict"]["ppo_beats_sft_at_training_size"], bool)
+    if sft_seed == "0":  # one SFT model is every seed's start: its evaluation is the same in every seed
+        assert doc["arms"]["sft"]["per_task_em"]["1"][0] == doc["arms"]["sft"]["per_task_em"]["1"][1]
     for path in doc["plots"]:
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
