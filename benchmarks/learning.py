@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_logs": {str(seed): s["logs"] for seed, s in zip(lc.experiment.seeds, per_seed)},
         "config": {**train_config(lc).to_dict(), "experiment": lc.experiment.__dict__},
     }
-    doc["plots"] = plot(summary, lc, results)
+    doc["plots"] = [Path(p).name for p in plot(summary, lc, results)]  # next to learning.json
     (results / "learning.json").write_text(json.dumps(doc, indent=1))
     say(f"wrote {results / 'learning.json'}")
     for arm, entry in summary["arms"].items():

@@ -63,8 +63,9 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     assert isinstance(doc["verdict"]["ppo_beats_sft_at_training_size"], bool)
     if sft_seed == "0":  # one SFT model is every seed's start: its evaluation is the same in every seed
         assert doc["arms"]["sft"]["per_task_em"]["1"][0] == doc["arms"]["sft"]["per_task_em"]["1"][1]
-    for path in doc["plots"]:
-        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["plots"]
+    for name in doc["plots"]:
+        assert (results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_t_quantile_matches_tabulated_values():
