@@ -96,6 +96,13 @@ def _learning_config_class() -> type:
     return LearningConfig
 
 
+def load_config_file(path: str | Path | None = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> Any:
+    """The experiment's config: a YAML file (default ``benchmarks/learning.yaml``) with ``key=value`` overrides."""
+    from mem1_agent.config import load_config
+
+    return load_config(path, overrides, cls=_learning_config_class())
+
+
 def train_config(lc: Any, **sections: dict[str, Any]) -> Any:
     """A plain training ``Config`` from the learning config, with ``sections`` fields replaced."""
     from mem1_agent.config import Config
@@ -221,45 +228,76 @@ def _grid(model: Any, tokenizer: Any, cfg: Any, ex: ExperimentSettings, memory: 
     return out
 
 
-def train_sft(lc: Any, seed: int, out: Path, say: Any) -> dict[str, Any]:
-    """SFT of a fresh small model on the imperfect demonstrations; evaluated on the held-out grid."""
+def _cached(path: Path, compute: Any) -> Any:
+    """``compute()``'s JSON result, kept in ``path`` so a rerun (or another worker) reuses it."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+    return value
+
+
+def train_sft(lc: Any, seed: int, out: Path, say: Any, grid: bool = True) -> dict[str, Any]:
+    """SFT of a fresh small model on the imperfect demonstrations, and its held-out grid.
+
+    The trained model (``out/sft<seed>/model``) and the grid are kept: a rerun reuses them.
+    """
+    from mem1_agent.models import load_policy
     from mem1_agent.train import Trainer
     from mem1_agent.word_model import build_word_model
 
     ex: ExperimentSettings = lc.experiment
     env_kwargs = {**lc.env.kwargs, lc.eval.scale_key: ex.sizes[0]}
-    t0 = time.perf_counter()
-    init: Any = ex.base
-    if ex.base == "word":
-        init = build_word_model(out / f"sft{seed}" / "init", dataset_size=env_kwargs.get("dataset_size"),
-                                dataset_seed=env_kwargs.get("dataset_seed", 0), seed=seed, **ex.model)
-    cfg = train_config(
-        lc,
-        train={"algorithm": "sft", "output_dir": str(out / f"sft{seed}" / "run"), "seed": seed, "resume": False,
-               "eval_before": False, "eval_after": False, "progress": False, "save_every": 10**9,
-               "lr_warmup": ex.sft_warmup},
-        model={"name": str(init)},
-        env={"id": DEMO_ENV, "kwargs": {**env_kwargs, "oracle_error": ex.oracle_error}},
-    )
-    trainer = Trainer(cfg)
-    rec = _Recorder(trainer)
-    trainer.run()
-    model = trainer.accelerator.unwrap_model(trainer.model)
     folder = out / f"sft{seed}" / "model"
-    model.lm.save_pretrained(folder)
-    trainer.tokenizer.save_pretrained(folder)
-    seconds = time.perf_counter() - t0
-    say(f"  SFT seed {seed}: {cfg.sft.steps} steps in {seconds:.0f} s, last loss {rec.rows[-1].get('loss', float('nan')):.3f}")
-    eval_cfg = train_config(lc, env={"kwargs": env_kwargs})
-    t0 = time.perf_counter()
-    grids = {"sft": _grid(model, trainer.tokenizer, eval_cfg, ex, "mem1", ex.sizes, say),
-             "sft@full": _grid(model, trainer.tokenizer, eval_cfg, ex, "full", ex.full_sizes, say)}
-    return {"folder": folder, "grids": grids, "logs": rec.rows, "seconds_sft": seconds,
-            "seconds_eval_sft": time.perf_counter() - t0}
+
+    def train() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        init: Any = ex.base
+        if ex.base == "word":
+            init = build_word_model(out / f"sft{seed}" / "init", dataset_size=env_kwargs.get("dataset_size"),
+                                    dataset_seed=env_kwargs.get("dataset_seed", 0), seed=seed, **ex.model)
+        cfg = train_config(
+            lc,
+            train={"algorithm": "sft", "output_dir": str(out / f"sft{seed}" / "run"), "seed": seed, "resume": False,
+                   "eval_before": False, "eval_after": False, "progress": False, "save_every": 10**9,
+                   "lr_warmup": ex.sft_warmup},
+            model={"name": str(init)},
+            env={"id": DEMO_ENV, "kwargs": {**env_kwargs, "oracle_error": ex.oracle_error}},
+        )
+        trainer = Trainer(cfg)
+        rec = _Recorder(trainer)
+        trainer.run()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.lm.save_pretrained(folder)
+        trainer.tokenizer.save_pretrained(folder)  # written last: its presence marks a complete model
+        seconds = time.perf_counter() - t0
+        say(f"  SFT seed {seed}: {cfg.sft.steps} steps in {seconds:.0f} s, last loss {rec.rows[-1].get('loss', float('nan')):.3f}")
+        return {"logs": rec.rows, "seconds_sft": seconds}
+
+    if (folder / "tokenizer_config.json").is_file() and not (out / f"sft{seed}" / "sft.json").is_file():
+        # Trained by an earlier process that kept only the model: its time and losses are in its log / TensorBoard.
+        meta = _cached(out / f"sft{seed}" / "sft.json", lambda: {"logs": None, "seconds_sft": None})
+    else:
+        meta = _cached(out / f"sft{seed}" / "sft.json", train)
+    result = {"folder": str(folder), **meta}
+    if grid:
+        def evaluate() -> dict[str, Any]:
+            model, tokenizer = load_policy(str(folder), attn_implementation=lc.model.attn_implementation, value_head=False)
+            eval_cfg = train_config(lc, env={"kwargs": env_kwargs})
+            t0 = time.perf_counter()
+            grids = {"sft": _grid(model, tokenizer, eval_cfg, ex, "mem1", ex.sizes, say),
+                     "sft@full": _grid(model, tokenizer, eval_cfg, ex, "full", ex.full_sizes, say)}
+            return {"grids": grids, "seconds_eval_sft": time.perf_counter() - t0}
+
+        result.update(_cached(out / f"sft{seed}" / "grids.json", evaluate))
+    return result
 
 
 def train_rl(lc: Any, arm: str, seed: int, sft: dict[str, Any], out: Path, say: Any) -> dict[str, Any]:
-    """One RL arm from the SFT model: its learning curve, final grid and training log."""
+    """One RL arm from the SFT model: its learning curve (iteration 0 is the SFT model), final grid and log."""
     from mem1_agent.train import Trainer
 
     ex: ExperimentSettings = lc.experiment
@@ -279,11 +317,11 @@ def train_rl(lc: Any, arm: str, seed: int, sft: dict[str, Any], out: Path, say: 
     trainer = Trainer(cfg)
     rec = _Recorder(trainer)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    start = sft["grids"]["sft"][str(train_n)]
-    curve = {"iterations": [0], "em": [sum(t["em"] for t in start) / (train_n * len(start))]}
-    for stop in [*range(ex.curve_every, total, ex.curve_every), total]:
-        trainer.cfg.train.iterations = stop
-        trainer.run()
+    curve: dict[str, list] = {"iterations": [], "em": []}
+    for stop in [0, *range(ex.curve_every, total, ex.curve_every), total]:
+        if stop:
+            trainer.cfg.train.iterations = stop
+            trainer.run()
         tasks = evaluate_tasks(model, trainer.tokenizer, eval_cfg, train_n, "mem1", ex.tasks, ex.eval_batch)
         curve["iterations"].append(stop)
         curve["em"].append(sum(t["em"] for t in tasks) / (train_n * ex.tasks))
@@ -294,18 +332,22 @@ def train_rl(lc: Any, arm: str, seed: int, sft: dict[str, Any], out: Path, say: 
     return {"curve": curve, "grid": grid, "logs": rec.rows, "seconds": seconds}
 
 
-def run_seed(lc: Any, seed: int, out: Path, say: Any, shared_sft: dict[str, Any] | None = None) -> dict[str, Any]:
-    """All arms of one seed (the SFT model is trained here unless one is shared by every seed)."""
+def run_seed(lc: Any, seed: int, out: Path, say: Any, sft: dict[str, Any]) -> dict[str, Any]:
+    """The RL arms of one seed from ``sft`` (kept in ``out/seed<seed>/<algo>.json``: a rerun reuses them)."""
     ex: ExperimentSettings = lc.experiment
-    sft = shared_sft or train_sft(lc, seed, out, say)
-    result: dict[str, Any] = {"grids": dict(sft["grids"]), "curves": {}, "logs": {"sft": sft["logs"]},
-                              "seconds_sft": sft["seconds_sft"], "seconds_eval_sft": sft["seconds_eval_sft"]}
-    for arm in RL_ARMS:
+    result: dict[str, Any] = {"grids": {}, "curves": {}, "logs": {}}
+    for arm, algo in RL_ARMS.items():
         if arm in ex.arms:
-            rl = train_rl(lc, arm, seed, sft, out, say)
+            rl = _cached(out / f"seed{seed}" / f"{algo}.json", lambda: train_rl(lc, arm, seed, sft, out, say))
             result["grids"][arm], result["curves"][arm], result["logs"][arm] = rl["grid"], rl["curve"], rl["logs"]
-            result[f"seconds_{RL_ARMS[arm]}"] = rl["seconds"]
+            result[f"seconds_{algo}"] = rl["seconds"]
     return result
+
+
+def _with_sft(result: dict[str, Any], sft: dict[str, Any]) -> dict[str, Any]:
+    """A seed's result with its SFT start's grids, log and times."""
+    return {**result, "grids": {**sft["grids"], **result["grids"]}, "logs": {"sft": sft["logs"], **result["logs"]},
+            "seconds_sft": sft["seconds_sft"], "seconds_eval_sft": sft["seconds_eval_sft"]}
 
 
 def summarise(lc: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -399,6 +441,24 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
     return paths
 
 
+def markdown_table(doc: dict[str, Any]) -> str:
+    """learning.json as Markdown: EM / N per arm and N (mean ± 95% CI over seeds), then the differences."""
+    sizes = sorted({n for entry in doc["arms"].values() for n in entry["em"]}, key=int)
+    lines = ["| arm | memory | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
+    for arm, entry in doc["arms"].items():
+        cells = []
+        for n in sizes:
+            s = entry["em_mean_ci95"].get(n)
+            cells.append("–" if s is None else f"{s['mean']:.3f} ± {s['ci95']:.3f}")
+        lines.append(f"| {arm} | {entry['memory']} | " + " | ".join(cells) + " |")
+    lines += ["", "| difference | Welch over seeds | paired over seeds | paired bootstrap over tasks |", "|---|---|---|---|"]
+    for name, d in doc["differences"].items():
+        cells = [f"{d[k]['diff']:+.3f} [{d[k]['ci95'][0]:+.3f}, {d[k]['ci95'][1]:+.3f}]"
+                 for k in ("welch_over_seeds", "paired_over_seeds", "paired_bootstrap_over_tasks")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _machine() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": list(load)}
@@ -411,14 +471,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/learning", help="runs (models, checkpoints, TensorBoard) go here")
     parser.add_argument("--results", default=str(Path(__file__).with_name("results")), help="learning.json and PNGs go here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--worker", action="store_true",
+                        help="run one part (the SFT model and the listed seeds) and keep it on disk for a later full run")
+    parser.add_argument("--report", metavar="JSON", help="print an existing learning.json as Markdown tables and exit")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. experiment.seeds=[0] train.iterations=2")
     args = parser.parse_args(argv)
+    if args.report:
+        print(markdown_table(json.loads(Path(args.report).read_text())), end="")
+        return 0
     import torch
 
-    from mem1_agent.config import ConfigError, load_config
+    from mem1_agent.config import ConfigError
 
     try:
-        lc = load_config(args.config, args.overrides, cls=_learning_config_class())
+        lc = load_config_file(args.config, args.overrides)
     except ConfigError as err:
         print(f"learning: {err}", file=sys.stderr)
         return 2
@@ -431,10 +497,22 @@ def main(argv: list[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {msg}", flush=True)
 
-    shared = None
-    if lc.experiment.sft_seed is not None:
-        shared = train_sft(lc, lc.experiment.sft_seed, out, say)
-    per_seed = [run_seed(lc, seed, out, say, shared) for seed in lc.experiment.seeds]
+    ex = lc.experiment
+    if args.worker:
+        # One part of a run split over processes: SFT (and, with no seeds listed, its grid), then the
+        # listed seeds' RL arms, each kept on disk; the same command without --worker then reuses them all.
+        sft_seeds = [ex.sft_seed] if ex.sft_seed is not None else ex.seeds
+        for s in sft_seeds:
+            sft = train_sft(lc, s, out, say, grid=not ex.seeds)
+            for seed in ex.seeds if ex.sft_seed is not None else [s]:
+                run_seed(lc, seed, out, say, sft)
+        say("worker done")
+        return 0
+    shared = train_sft(lc, ex.sft_seed, out, say) if ex.sft_seed is not None else None
+    per_seed = []
+    for seed in ex.seeds:
+        sft = shared or train_sft(lc, seed, out, say)
+        per_seed.append(_with_sft(run_seed(lc, seed, out, say, sft), sft))
     summary = summarise(lc, per_seed)
     doc = {
         "command": " ".join(["python", "benchmarks/learning.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -454,11 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["plots"] = [Path(p).name for p in plot(summary, lc, results)]  # next to learning.json
     (results / "learning.json").write_text(json.dumps(doc, indent=1))
     say(f"wrote {results / 'learning.json'}")
-    for arm, entry in summary["arms"].items():
-        row = ", ".join(f"N={n}: {v['mean']:.3f} ± {v['ci95']:.3f}" for n, v in entry["em_mean_ci95"].items())
-        print(f"  {arm:>10} ({entry['memory']}): {row}")
-    for name, d in summary["differences"].items():
-        print(f"  {name}: " + "; ".join(f"{k} {v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]" for k, v in d.items()))
+    print(markdown_table(doc), end="")
     return 0
 
 

@@ -25,7 +25,7 @@ def _learning():
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("sft_seed", ["0", "null"], ids=["shared-sft", "sft-per-seed"])
-def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft_seed):
+def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft_seed, capsys):
     learning = _learning()
     results = tmp_path / "results"
     rc = learning.main([
@@ -63,6 +63,12 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     assert isinstance(doc["verdict"]["ppo_beats_sft_at_training_size"], bool)
     if sft_seed == "0":  # one SFT model is every seed's start: its evaluation is the same in every seed
         assert doc["arms"]["sft"]["per_task_em"]["1"][0] == doc["arms"]["sft"]["per_task_em"]["1"][1]
+    capsys.readouterr()
+    assert learning.main(["--report", str(results / "learning.json")]) == 0
+    report = capsys.readouterr().out
+    ppo_row = next(line for line in report.splitlines() if line.startswith("| sft+ppo | mem1 |"))
+    first = doc["arms"]["sft+ppo"]["em_mean_ci95"]["1"]
+    assert f"{first['mean']:.3f} ± {first['ci95']:.3f}" in ppo_row
     assert doc["plots"]
     for name in doc["plots"]:
         assert (results / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -84,3 +90,12 @@ def test_welch_interval_against_a_hand_computed_case():
     assert out["diff"] == pytest.approx(1.0)
     assert out["df"] == pytest.approx(df)
     assert out["ci95"] == pytest.approx([1.0 - half, 1.0 + half])
+
+
+@pytest.mark.parametrize("path", ["benchmarks/learning.yaml", "examples/configs/learning_smollm2.yaml"])
+def test_the_experiment_configs_load(path):
+    learning = _learning()
+    lc = learning.load_config_file(ROOT / path)
+    assert lc.experiment.tasks >= 64 and len(lc.experiment.seeds) >= 3
+    assert lc.experiment.sizes[0] == 2 and 16 in lc.experiment.sizes
+    assert learning.train_config(lc).train.iterations == lc.train.iterations
