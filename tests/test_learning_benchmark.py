@@ -22,6 +22,35 @@ def _learning():
     return module
 
 
+TINY = [
+    "experiment.tasks=3", "experiment.sizes=[1, 2]", "experiment.full_sizes=[1]",
+    "experiment.curve_every=1", "experiment.eval_batch=3", "experiment.bootstrap=50",
+    "experiment.model={hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}",
+    "env.kwargs.dataset_size=100", "env.num_envs=2", "sft.steps=2", "sft.episodes=4", "sft.batch_size=2",
+    "train.iterations=2", "ppo.episodes_per_iteration=2", "ppo.num_minibatches=1", "ppo.micro_batch_size=2",
+    "grpo.group_size=2", "grpo.tasks_per_iteration=1", "grpo.num_minibatches=1", "grpo.micro_batch_size=2",
+    "sampling.max_new_tokens=8", "eval.max_new_tokens=8",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_workers_split_the_run_and_the_full_command_reuses_their_parts(tmp_path):
+    learning = _learning()
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    common = ["--out", str(runs), "experiment.sft_seed=0", *TINY]
+    assert learning.main(["--worker", *common, "experiment.seeds=[1]", "experiment.arms=[sft, sft+ppo]"]) == 0
+    assert (runs / "seed1" / "ppo.json").is_file() and not (runs / "seed1" / "grpo.json").exists()
+    assert not (runs / "sft0" / "grids.json").exists()  # a worker with seeds leaves the SFT grid to another
+    kept = (runs / "seed1" / "ppo.json").read_text()
+    assert learning.main(["--results", str(results), *common, "experiment.seeds=[0, 1]"]) == 0
+    doc = json.loads((results / "learning.json").read_text())
+    # The worker's arm is reused as it was, not trained again.
+    assert (runs / "seed1" / "ppo.json").read_text() == kept
+    assert doc["curves"]["sft+ppo"]["em"][-1][1] == json.loads(kept)["curve"]["em"][-1]
+    assert set(doc["arms"]) == {"sft", "sft@full", "sft+ppo", "sft+grpo"}
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("sft_seed", ["0", "null"], ids=["shared-sft", "sft-per-seed"])
