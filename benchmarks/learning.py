@@ -404,7 +404,18 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     ex: ExperimentSettings = lc.experiment
-    paths = []
+    paths: list[str] = []
+
+    def finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, name: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(results / name, dpi=120)
+        plt.close(fig)
+        paths.append(str(results / name))
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, c in summary["curves"].items():
         x, m, h = np.array(c["iterations"]), np.array(c["mean"]), np.array(c["ci95"])
@@ -412,15 +423,8 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
         ax.fill_between(x, m - h, m + h, alpha=0.2)
     sft = summary["arms"]["sft"]["em_mean_ci95"][str(ex.sizes[0])]
     ax.axhline(sft["mean"], color="gray", linestyle="--", label="sft")
-    ax.set_xlabel("RL iteration")
-    ax.set_ylabel(f"held-out EM / N (N={ex.sizes[0]}, {ex.tasks} tasks)")
-    ax.set_title(f"Learning curves, mean and 95% CI over {len(ex.seeds)} seeds")
-    ax.legend()
-    fig.tight_layout()
-    path = results / "learning_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    paths.append(str(path))
+    finish(fig, ax, "RL iteration", f"held-out EM / N (N={ex.sizes[0]}, {ex.tasks} tasks)",
+           f"Learning curves, mean and 95% CI over {len(ex.seeds)} seeds", "learning_curves.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, entry in summary["arms"].items():
@@ -429,15 +433,8 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
         h = np.array([entry["em_mean_ci95"][n]["ci95"] for n in ns])
         ax.errorbar([int(n) for n in ns], m, yerr=h, marker="o", capsize=3, label=f"{arm} ({entry['memory']})")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(f"objectives N (trained at N={ex.sizes[0]})")
-    ax.set_ylabel("held-out EM / N")
-    ax.set_title("Generalisation to more objectives (95% CI over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    path = results / "learning_by_n.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    paths.append(str(path))
+    finish(fig, ax, f"objectives N (trained at N={ex.sizes[0]})", "held-out EM / N",
+           "Generalisation to more objectives (95% CI over seeds)", "learning_by_n.png")
     return paths
 
 

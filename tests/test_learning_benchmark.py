@@ -59,13 +59,7 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     results = tmp_path / "results"
     rc = learning.main([
         "--out", str(tmp_path / "runs"), "--results", str(results),
-        "experiment.seeds=[0, 1]", f"experiment.sft_seed={sft_seed}", "experiment.tasks=3", "experiment.sizes=[1, 2]", "experiment.full_sizes=[1]",
-        "experiment.curve_every=1", "experiment.eval_batch=3", "experiment.bootstrap=50",
-        "experiment.model={hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}",
-        "env.kwargs.dataset_size=100", "env.num_envs=2", "sft.steps=2", "sft.episodes=4", "sft.batch_size=2",
-        "train.iterations=2", "ppo.episodes_per_iteration=2", "ppo.num_minibatches=1", "ppo.micro_batch_size=2",
-        "grpo.group_size=2", "grpo.tasks_per_iteration=1", "grpo.num_minibatches=1", "grpo.micro_batch_size=2",
-        "sampling.max_new_tokens=8", "eval.max_new_tokens=8",
+        "experiment.seeds=[0, 1]", f"experiment.sft_seed={sft_seed}", *TINY,
     ])
     assert rc == 0
     doc = json.loads((results / "learning.json").read_text())
