@@ -14,7 +14,8 @@ def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path, capsys):
     code = cli([
         "--out", str(tmp_path), "--objectives", "1,2", "--episodes", "1",
         "model.name=tiny", "sft.steps=2", "sft.episodes=2", "train.iterations=1",
-        "ppo.episodes_per_iteration=2", "eval.episodes=1", "train.progress=false",
+        "ppo.episodes_per_iteration=2", "eval.episodes=1", "train.progress=false", "env.num_envs=2",
+        "sampling.max_new_tokens=8", "eval.max_new_tokens=8",
     ])
     assert code == 0
     out = capsys.readouterr().out
