@@ -117,8 +117,10 @@ def train_config(lc: Any, **sections: dict[str, Any]) -> Any:
 # -- evaluation ----------------------------------------------------------------------------
 
 
-def evaluate_tasks(model: Any, tokenizer: Any, cfg: Any, size: int, memory: str, tasks: int, batch: int) -> list[dict[str, float]]:
-    """Greedy episodes on the held-out tasks ``cfg.eval.seed ..`` at ``size`` objectives: per-task metrics."""
+def evaluate_tasks(model: Any, tokenizer: Any, cfg: Any, size: int, memory: str, tasks: int, batch: int,
+                   keep_text: bool = False) -> list[dict[str, Any]]:
+    """Greedy episodes on the held-out tasks ``cfg.eval.seed ..`` at ``size`` objectives: per-task metrics
+    (and, with ``keep_text``, the first and last action texts)."""
     import torch
 
     from mem1_agent.config import EnvConfig
@@ -134,11 +136,15 @@ def evaluate_tasks(model: Any, tokenizer: Any, cfg: Any, size: int, memory: str,
     with torch.no_grad():
         episodes, _ = rollout(envs, policy, [cfg.eval.seed + j for j in range(tasks)])
     model.train(was_training)
-    return [
-        {"em": float(ep.metrics.get("em", 0.0)), "peak_tokens": float(ep.metrics.get("peak_tokens", 0.0)),
-         "turns": float(ep.metrics.get("turns", 0.0))}
-        for ep in episodes
-    ]
+    out: list[dict[str, Any]] = []
+    for ep in episodes:
+        row: dict[str, Any] = {"em": float(ep.metrics.get("em", 0.0)), "peak_tokens": float(ep.metrics.get("peak_tokens", 0.0)),
+                               "turns": float(ep.metrics.get("turns", 0.0))}
+        if keep_text:
+            row["first_action"] = tokenizer.decode(ep.action_ids(0))
+            row["last_action"] = tokenizer.decode(ep.action_ids(len(ep.turns) - 1))
+        out.append(row)
+    return out
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -438,6 +444,33 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
     return paths
 
 
+def diagnose(lc: Any, folder: str, tasks: int) -> dict[str, dict[str, float]]:
+    """Why a model scores what it does, per split at the training size (greedy, the held-out task seeds):
+    EM / N, how often its first query is question 1's gold first hop (reading the task), and how often
+    its answer holds ``unknown`` (the demonstrator's early answer)."""
+    import re
+
+    from mem1_agent.models import load_policy
+    from mem1_agent.train import make_text_env
+
+    model, tokenizer = load_policy(folder, attn_implementation=lc.model.attn_implementation, value_head=False)
+    n = lc.experiment.sizes[0]
+    out = {}
+    for split in ("train", "test"):
+        cfg = train_config(lc, env={"kwargs": {**lc.env.kwargs, lc.eval.scale_key: n}}, eval={"split": split})
+        per_task = evaluate_tasks(model, tokenizer, cfg, n, "mem1", tasks, lc.experiment.eval_batch, keep_text=True)
+        env = make_text_env(cfg.env, split=split, **{lc.eval.scale_key: n})
+        first_ok = 0
+        for j, task in enumerate(per_task):
+            env.reset(seed=cfg.eval.seed + j)
+            item = env.unwrapped.task.items[0]
+            m = re.search(r"<query>(.*?)</query>", task["first_action"])
+            first_ok += bool(m) and m.group(1).strip() == (item.gold_queries or (item.question,))[0]
+        out[split] = {"em_over_n": sum(t["em"] for t in per_task) / (n * tasks), "first_query_is_gold": first_ok / tasks,
+                      "answers_unknown": sum("unknown" in t["last_action"] for t in per_task) / tasks}
+    return out
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """learning.json as Markdown: EM / N per arm and N (mean ± 95% CI over seeds), then the differences."""
     sizes = sorted({n for entry in doc["arms"].values() for n in entry["em"]}, key=int)
@@ -470,11 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--worker", action="store_true",
                         help="run one part (the SFT model and the listed seeds) and keep it on disk for a later full run")
+    parser.add_argument("--diagnose", metavar="MODEL_DIR",
+                        help="greedy EM, first-query and early-answer rates of a saved model on train vs test tasks, then exit")
     parser.add_argument("--report", metavar="JSON", help="print an existing learning.json as Markdown tables and exit")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. experiment.seeds=[0] train.iterations=2")
     args = parser.parse_args(argv)
     if args.report:
         print(markdown_table(json.loads(Path(args.report).read_text())), end="")
+        return 0
+    if args.diagnose:
+        lc = load_config_file(args.config, args.overrides)
+        print(json.dumps(diagnose(lc, args.diagnose, lc.experiment.tasks), indent=1))
         return 0
     import torch
 

@@ -86,6 +86,12 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     assert isinstance(doc["verdict"]["ppo_beats_sft_at_training_size"], bool)
     if sft_seed == "0":  # one SFT model is every seed's start: its evaluation is the same in every seed
         assert doc["arms"]["sft"]["per_task_em"]["1"][0] == doc["arms"]["sft"]["per_task_em"]["1"][1]
+        capsys.readouterr()
+        assert learning.main(["--diagnose", str(tmp_path / "runs" / "sft0" / "model"), *TINY]) == 0
+        diag = json.loads(capsys.readouterr().out)
+        # On the held-out split it scores what the experiment measured for the SFT arm (same tasks, greedy).
+        assert diag["test"]["em_over_n"] == pytest.approx(doc["arms"]["sft"]["em"]["1"][0])
+        assert set(diag["train"]) == {"em_over_n", "first_query_is_gold", "answers_unknown"}
     capsys.readouterr()
     assert learning.main(["--report", str(results / "learning.json")]) == 0
     report = capsys.readouterr().out
