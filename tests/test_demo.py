@@ -7,7 +7,7 @@ import pytest
 
 import mem1_gym  # noqa: F401
 from mem1_agent.config import load_config
-from mem1_agent.demo import PRESET, PRESETS, cli
+from mem1_agent.demo import PRESETS, cli
 
 
 def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path, capsys):
