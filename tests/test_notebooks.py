@@ -139,6 +139,7 @@ def test_sb3(kernel_dir: Path, tmp_path: Path) -> None:
     assert "metrics: {" in out and "'em': 1.0" in out  # the oracle, token by token, solves the task
 
 
+@pytest.mark.slow  # 18-20 s measured (suite --durations, 2 cores)
 @pytest.mark.browser
 def test_webshop_browser(kernel_dir: Path, tmp_path: Path) -> None:
     from webshop_env.browser_env import BrowserUnavailable, find_browser
