@@ -151,8 +151,9 @@ def check(
             try:
                 with torch.no_grad():
                     rollout = torch.tensor([x for ep in eps for lps in per_turn_logprobs(policy, ep) for x in lps])
-                    batch = stitch(eps, tokenizer.pad_token_id, pack=True, attn_implementation=attn, dtype=policy.lm.dtype)
-                    stitched = stitched_forward(policy, batch.to(next(policy.parameters()).device))["logprobs"].cpu()
+                    batch = stitch(eps, tokenizer.pad_token_id, pack=True, attn_implementation=attn, dtype=policy.lm.dtype,
+                                   device=next(policy.parameters()).device)
+                    stitched = stitched_forward(policy, batch)["logprobs"].cpu()
             except Exception as err:  # noqa: BLE001 - a backend failure is a result of the check, reported in its row
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 results.append(ConsistencyResult(attn, memory, len(eps), n_actions, 0, 0, math.nan, time.perf_counter() - start, f"{type(err).__name__}: {first[:200]}"))

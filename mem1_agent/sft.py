@@ -99,7 +99,7 @@ def sft_loss(policy: Any, episodes: Sequence[Episode], pad_id: int, attn: str, m
     """Mean negative log-likelihood of the action tokens under the stitched masks, and the token count."""
     lm = getattr(policy, "module", policy)  # through DDP
     param = next(lm.parameters())
-    batch = stitch(episodes, pad_id, max_len=max_len, pack=True, attn_implementation=attn, dtype=param.dtype).to(param.device)
+    batch = stitch(episodes, pad_id, max_len=max_len, pack=True, attn_implementation=attn, dtype=param.dtype, device=param.device)
     logprobs = stitched_forward(policy, batch, with_values=False)["logprobs"]
     return -logprobs.mean(), int(logprobs.numel())
 
