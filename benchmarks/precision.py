@@ -55,7 +55,7 @@ def measure(model, tok, rollout_precision: str, train_precision: str, args, seed
     policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens), generator=gen)
     with torch.no_grad(), precision(rollout_precision, args.device):
         episodes, _ = rollout(envs, policy, list(range(args.episodes)))
-    batch = stitch(episodes, tok.pad_token_id, attn_implementation=args.attn).to(args.device)
+    batch = stitch(episodes, tok.pad_token_id, attn_implementation=args.attn, device=args.device)
     with torch.no_grad(), precision(train_precision, args.device):
         trained = stitched_forward(model, batch, with_values=False)["logprobs"].float().cpu()
     diff = trained - batch.rollout_logprobs

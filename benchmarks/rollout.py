@@ -30,7 +30,7 @@ import time
 import torch
 
 from mem1_agent.config import EnvConfig
-from mem1_agent.models import frozen_reference, load_policy
+from mem1_agent.models import enable_gradient_checkpointing, frozen_reference, load_policy
 from mem1_agent.policy import LMPolicy, SamplingConfig
 from mem1_agent.ppo import PPOConfig, ppo_iteration
 from mem1_agent.rollout import rollout
@@ -68,9 +68,7 @@ def update_rows(model_name: str, episodes, pad_id: int) -> list[tuple[str, int, 
     for label, checkpointing in [("PPO iteration (reference)", False), ("PPO iteration, gradient checkpointing", True)]:
         model, _ = load_policy(model_name)
         if checkpointing:
-            # transformers 5.2x renamed it (the old name warns); earlier releases have only the old one.
-            enable = getattr(model.lm, "activation_checkpointing_enable", None) or model.lm.gradient_checkpointing_enable
-            enable()
+            enable_gradient_checkpointing(model)  # what model.gradient_checkpointing=true does
         ref = frozen_reference(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
         cfg = PPOConfig(num_minibatches=2, micro_batch_size=2)

@@ -67,7 +67,7 @@ def main() -> None:
 
             def stitched() -> torch.Tensor:
                 with torch.no_grad():
-                    batch = stitch(eps, tok.pad_token_id, attn_implementation=args.attn).to(args.device)
+                    batch = stitch(eps, tok.pad_token_id, attn_implementation=args.attn, device=args.device)
                     return stitched_forward(policy, batch)["logprobs"].cpu()
 
             def per_turn() -> torch.Tensor:

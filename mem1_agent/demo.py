@@ -33,8 +33,9 @@ from .threads import add_threads_argument, apply_threads
 PRESETS = {"demo": Path(__file__).with_name("presets") / "demo.yaml",
            "smollm2": Path(__file__).with_name("presets") / "demo_smollm2.yaml"}
 PRESET = PRESETS["demo"]
-#: The environment of the evaluation grid: the plain task (the training env may differ only in its oracle).
-GRID_ENV = "mem1_gym/MultiObjectiveQA-v0"
+#: Training envs whose evaluation grid runs on another env: the imperfect demonstrator differs from the
+#: plain task only in its oracle, so the grid (and its oracle row) use the plain task. Other envs evaluate as trained.
+GRID_ENV = {"mem1_gym.imperfect_oracle:PrematureAnswerQAEnv": "mem1_gym/MultiObjectiveQA-v0"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +98,7 @@ def cli(argv: list[str]) -> int:
     for policy in (trained, oracle):
         eval_cfg = EvalConfig(
             policy=policy.name,
-            envs=[GRID_ENV],
+            envs=[GRID_ENV.get(cfg.env.id, cfg.env.id)],
             memories=memories,
             objectives=objectives,
             seeds=[0],

@@ -16,8 +16,9 @@ so that a backend can batch continuously:
   engine admits it while the others are still decoding.
 
 A :class:`Generation` holds the generated ids verbatim and, per id, the
-log-probability under the raw model distribution at generation time — what
-the stitched-trajectory trainer recomputes and compares with. An engine whose
+log-probability under the tempered model distribution ``softmax(logits / temperature)``
+(raw logits when greedy) at generation time — what the stitched-trajectory trainer
+recomputes, at the same temperature, and compares with. An engine whose
 numerics differ from the trainer's (another kernel, another precision) is usable
 by a trainer that recomputes the old log-probs in its own precision; the ids,
 though, must always be the exact sampled ids, never a re-tokenisation of the text.

@@ -189,7 +189,9 @@ class PolicyWithValue(nn.Module):
         """The parameters only the values depend on: the value head and the critic's decoder."""
         params = list(self.value_head.parameters()) if self.value_head is not None else []
         if self.critic is not None:
-            params += list(_decoder(self.critic).parameters())
+            # With LoRA on the critic only its adapters train: its base weights stay frozen.
+            lora = is_lora(self.critic)
+            params += [p for n, p in _decoder(self.critic).named_parameters() if not lora or "lora_" in n]
         return params
 
     @property
@@ -263,6 +265,8 @@ def as_policy(model: nn.Module) -> nn.Module:
             f"expected a PolicyWithValue or a Hugging Face causal LM (with get_decoder()), got {type(inner).__name__}"
         )
     return PolicyWithValue(inner, value_head=False)
+
+
 def fp32_logits(lm: nn.Module) -> nn.Module:
     """Make ``lm``'s output layer compute fp32 logits even under autocast (when its weights are fp32).
 
@@ -358,7 +362,7 @@ def merge_lora(policy: PolicyWithValue, fresh: bool = True) -> PolicyWithValue:
     if is_sharded(policy):
         # FSDP2 discards writes to gathered weights when it reshards them, so a merge would be lost.
         raise ValueError("cannot merge LoRA adapters into FSDP-sharded weights (sft+ppo with model.lora under FSDP); "
-                         "run the SFT phase, export it with `mem1 export`, and start PPO from the exported model")
+                         "run the SFT phase without FSDP, export it with `mem1 export`, and start PPO from the exported model")
     for attr in ("lm", "critic"):
         module = getattr(policy, attr)
         if not is_lora(module):

@@ -95,6 +95,11 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.tis_cap is not None and self.tis_cap <= 0:
             raise ValueError(f"ppo.tis_cap must be positive (or null), got {self.tis_cap}")
+        if self.tis_cap is not None and not self.recompute_old_logp:
+            # With the rollout's log-probs as logp_old the PPO ratio already corrects the rollout/trainer
+            # mismatch; the truncated IS weight would correct it a second time.
+            raise ValueError("ppo.tis_cap needs ppo.recompute_old_logp=true: with the rollout's log-probs as the old "
+                             "log-probs the ratio already corrects the rollout/trainer mismatch")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {sorted(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         for name in ("episodes_per_iteration", "update_epochs", "num_minibatches", "micro_batch_size"):

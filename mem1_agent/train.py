@@ -226,6 +226,8 @@ def restore_sft_adapters(model: Any, out: Path) -> None:
         raise CheckpointError(f"{out / (REFERENCE + '.json')} holds no LoRA adapters but model.lora is set")
     load_model_tensors(model.lm, tensors, dict(meta.get("aliases") or {}), True, str(out / (REFERENCE + ".json")))
     merge_lora(model)
+
+
 def _allow_precision(precision: str) -> None:
     """Let a second run in the same process use another ``train.mixed_precision``.
 
@@ -270,6 +272,7 @@ class Trainer:
         self.rank = self.accelerator.process_index
         self.out = Path(cfg.train.output_dir)
         if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)  # before W&B, which logs into it
             clean_stale(self.out)  # what a killed save left behind
         set_seed(cfg.train.seed, device_specific=False)
         # Before the model loads, so that W&B enabled without the package fails at once.
@@ -292,7 +295,7 @@ class Trainer:
         self._prepare(self.state.phase)
         if self.lora and algo == "sft+ppo" and is_sharded(self.model):
             raise ConfigError("sft+ppo with model.lora merges the SFT adapters into the weights, which FSDP-sharded "
-                              "weights do not allow: run sft, `mem1 export` it, then ppo from the exported model")
+                              "weights do not allow: run the sft phase without FSDP, `mem1 export` it, then ppo from the exported model")
         # Rollout sampling, on the model's device (saved in checkpoints, so a resumed run samples alike).
         self.generator = sampling_generator(self.accelerator.unwrap_model(self.model), cfg.train.seed * 7919 + self.rank)
 
@@ -385,9 +388,10 @@ class Trainer:
         gathered = self.accelerator.gather(sums.to(self.accelerator.device)[None]).cpu()
         return bool((gathered == gathered[0]).all())
 
-    def log(self, scalars: dict[str, float], step: int, prefix: str) -> None:
-        """TensorBoard (and W&B, when enabled) scalars, combined over processes (collective; written by the main process)."""
-        if self.accelerator.num_processes > 1:
+    def log(self, scalars: dict[str, float], step: int, prefix: str, combine: bool = True) -> None:
+        """TensorBoard (and W&B, when enabled) scalars, written by the main process. With ``combine`` they are
+        combined over processes first (collective); evaluation, which every process runs alike, is not."""
+        if combine and self.accelerator.num_processes > 1:
             from accelerate.utils import gather_object
 
             scalars = combine_scalars(gather_object([scalars]))
@@ -452,7 +456,7 @@ class Trainer:
             results = evaluate(model, self.tokenizer, self.cfg, progress=self.cfg.train.progress and self.accelerator.is_main_process)
         for size, summary in results.items():
             self.print(f"eval {label} {self.cfg.eval.scale_key}={size}: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
-            self.log(summary, self.state.step, f"eval_{label}/{self.cfg.eval.scale_key}={size}")
+            self.log(summary, self.state.step, f"eval_{label}/{self.cfg.eval.scale_key}={size}", combine=False)
         return results
 
     def _sft(self) -> None:

@@ -399,7 +399,7 @@ class StitchedBatch:
     def to(self, device: torch.device | str) -> "StitchedBatch":
         """A copy on ``device`` (the mask is rebuilt there for flex attention)."""
         moved = self._moved(device)
-        if self.attn_implementation == "flex_attention":
+        if self.attn_implementation == "flex_attention" and moved.tree_in.device != self.tree_in.device:
             moved.attention_mask = block_mask(moved.tree_in, moved.tree_out)
         return moved
 

@@ -104,15 +104,15 @@ def rollout_row(lm: Any, tok: Any, args: argparse.Namespace, device: torch.devic
 
 def ppo_row(lm: Any, episodes: list, device: torch.device, checkpointing: bool, lora: bool) -> tuple[float, float, float]:
     """Stitched tokens/s, peak GiB and seconds of one PPO iteration."""
-    lm = copy.deepcopy(lm)
-    if lora:
-        from peft import LoraConfig, get_peft_model
+    from mem1_agent.models import add_lora, enable_gradient_checkpointing
 
-        lm = get_peft_model(lm, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    # The trainer's own LoRA and checkpointing set-up (models.add_lora / enable_gradient_checkpointing).
+    model = PolicyWithValue(copy.deepcopy(lm))
+    if lora:
+        add_lora(model, r=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     if checkpointing:
-        enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
-        enable()
-    model = PolicyWithValue(lm).to(device=device, dtype=torch.bfloat16)
+        enable_gradient_checkpointing(model)
+    model = model.to(device=device, dtype=torch.bfloat16)
     ref = frozen_reference(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)

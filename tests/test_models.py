@@ -200,6 +200,23 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients_identical(
     assert plain.keys() == ckpt.keys() and len(plain) > 10
     for name in plain:
         assert torch.allclose(plain[name], ckpt[name], atol=1e-6, rtol=1e-5), name
+
+
+def test_lora_critic_value_parameters_are_its_adapters_not_its_frozen_base():
+    # The SFT phase freezes and the PPO phase unfreezes value_parameters(): with LoRA on the critic that
+    # must not switch on the critic's whole base model.
+    policy, _ = load_policy("tiny", seed=0, critic="tiny")
+    add_lora(policy, r=4, alpha=8)
+    values = policy.value_parameters()
+    names = {id(p): n for n, p in policy.named_parameters()}
+    assert values and all("lora_" in names[id(p)] or names[id(p)].startswith("value_head.") for p in values)
+    assert all(p.requires_grad for p in values)
+    frozen_before = sum(p.numel() for p in policy.parameters() if not p.requires_grad)
+    for p in values:  # what Trainer._prepare("rl") does
+        p.requires_grad_(True)
+    assert sum(p.numel() for p in policy.parameters() if not p.requires_grad) == frozen_before
+
+
 def test_output_layer_computes_fp32_logits_under_bf16_autocast_and_in_copies():
     import copy
 

@@ -187,7 +187,7 @@ def test_prepare_batch_takes_old_logprobs_from_the_trainer_and_weights_the_misma
     model, ref, tok, episodes = tiny_rollout
     recorded = episodes[0].turns[0].logprobs[0]
     episodes[0].turns[0].logprobs[0] = recorded + 0.3  # as if the rollout engine disagreed by 0.3 nats
-    cfg = PPOConfig(recompute_old_logp=recompute, tis_cap=2.0, kl_coef=0.0)
+    cfg = PPOConfig(recompute_old_logp=recompute, tis_cap=2.0 if recompute else None, kl_coef=0.0)
     batch = prepare_batch(model, ref, episodes, cfg, tok.pad_token_id)
     tokens = batch.stats["action_tokens"]
     assert batch.rollout_logp[0, 0].item() == pytest.approx(recorded + 0.3, abs=1e-6)
@@ -195,9 +195,14 @@ def test_prepare_batch_takes_old_logprobs_from_the_trainer_and_weights_the_misma
     assert batch.stats["logp_gap"] == pytest.approx(0.3, abs=1e-4)
     assert batch.stats["logp_gap_mean"] == pytest.approx(0.3 / tokens, abs=1e-4)
     assert batch.stats["ratio_outside"] == pytest.approx(1 / tokens)
-    assert batch.is_weight[0, 0].item() == pytest.approx(math.exp(-0.3), abs=1e-4)
-    others = batch.is_weight[batch.mask.bool()][1:]
-    assert torch.allclose(others, torch.ones_like(others), atol=1e-4)
+    if recompute:
+        assert batch.is_weight[0, 0].item() == pytest.approx(math.exp(-0.3), abs=1e-4)
+        others = batch.is_weight[batch.mask.bool()][1:]
+        assert torch.allclose(others, torch.ones_like(others), atol=1e-4)
+    else:
+        assert batch.is_weight is None
+        with pytest.raises(ValueError, match="recompute_old_logp"):  # the ratio already corrects the mismatch
+            PPOConfig(recompute_old_logp=False, tis_cap=2.0)
 
 
 def test_ppo_update_raises_logprobs_of_positive_advantage_tokens_and_lowers_negative_ones(tiny_rollout):

@@ -34,6 +34,7 @@ from starlette.routing import Route as Endpoint
 from mem1_http import ASGIService, HTTPError, HTTPLimits, error_handlers, read_body
 
 from . import pages
+from .reward import spacy_pipeline
 from .routes import MAX_QUERY_CHARS, Route, RouteError, parse_path
 from .site import RenderedPage, Site
 
@@ -106,6 +107,7 @@ class WebShopServer(ASGIService):
             routes=[Endpoint("/{path:path}", self._endpoint, methods=["GET", "HEAD", "POST"])],
             exception_handlers=error_handlers(_error_response),
         )
+        spacy_pipeline()  # load the type-factor tagger now, not inside the first purchase's request
         super().__init__(app, host, port, limits=limits, verbose=verbose)
 
     def url_for(self, session: str) -> str:

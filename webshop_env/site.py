@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from . import pages
 from .catalog import Catalog
 from .goals import make_goals, split_goals
-from .reward import REWARD_VARIANTS, score_purchase, spacy_pipeline
+from .reward import REWARD_VARIANTS, score_purchase
 from .routes import Route, RouteError
 from .schema import Goal, Product
 from .search import SearchEngine
@@ -102,7 +102,6 @@ class Site:
         if reward_variant not in REWARD_VARIANTS:
             raise ValueError(f"reward_variant must be one of {REWARD_VARIANTS}, got {reward_variant!r}")
         self.reward_variant = reward_variant
-        spacy_pipeline()  # load the tagger now, not inside the first purchase's request
         self.catalog = catalog
         self.goals = list(goals)
         self.search_engine = search_engine or SearchEngine(catalog)

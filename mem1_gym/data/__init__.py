@@ -71,25 +71,20 @@ def load_dataset(
         size = size or DEFAULT_FICTIONAL_SIZE  # one cache entry for the default, named or not
     elif spec != "wiki-vital":
         spec = os.path.abspath(spec)
-        stamp = (_file_stamp(spec, digest=True), _file_stamp(corpus_key, digest=False))
+        stamp = (_file_stamp(spec), _file_stamp(corpus_key))
     return _load_cached(spec, seed, size, split_seed, corpus_key, stamp)
 
 
-def _file_stamp(path: str | None, digest: bool) -> tuple:
-    """What identifies a file's content for the cache: size, inode, mtime and ctime (ns), and
-    optionally its hash (question files are small; a corpus can be many GB)."""
+def _file_stamp(path: str | None) -> tuple:
+    """What identifies a file's content for the cache: size, inode, mtime and ctime (ns). ctime changes on
+    every write and cannot be set back (unlike mtime), so an edit is seen without hashing the file."""
     if path is None:
         return ()
     try:
         st = os.stat(path)
     except OSError:
         return ()  # the loader reports the missing file
-    stamp: tuple = (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
-    if digest:
-        from .formats import file_digest
-
-        stamp += (file_digest(path),)
-    return stamp
+    return (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=16)
