@@ -259,3 +259,20 @@ def test_https_connects_to_the_checked_address_with_the_name_in_sni_and_host(tmp
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_every_resolved_address_is_tried_in_order(pages, monkeypatch):
+    # A name may resolve first to an address where nothing listens (``localhost`` -> ::1 while the server is
+    # on 127.0.0.1 only); the fetch must go on to the next checked address, as urllib does.
+    base, requests = pages
+    port = int(base.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+
+    def two_addresses(host, *args, **kwargs):
+        if host == "multi.test":
+            return real("127.0.0.3", *args, **kwargs) + real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", two_addresses)
+    resp = fetch.http_get(f"http://multi.test:{port}/", timeout=5, allow_private=True)
+    assert b"the secret page" in resp.body and len(requests) == 1

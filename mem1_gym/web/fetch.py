@@ -125,8 +125,8 @@ def _check_url(url: str, allowed_hosts: Collection[str] | None) -> _Target:
     return _Target(parts.scheme, host, port, path, opted_in)
 
 
-def _resolve(target: _Target, url: str, allow_private: bool, deadline: float) -> str:
-    """The one address to connect to; refused when any address of the name is not allowed."""
+def _resolve(target: _Target, url: str, allow_private: bool, deadline: float) -> list[str]:
+    """The addresses to connect to, in order, resolved once; refused when any address of the name is not allowed."""
     box: dict[str, Any] = {}
 
     def lookup() -> None:
@@ -154,31 +154,44 @@ def _resolve(target: _Target, url: str, allow_private: bool, deadline: float) ->
                     f"cannot open {url!r}: {target.host} is a {kind} address ({address}), "
                     "not reachable from this environment"
                 )
-    return addresses[0]
+    return list(dict.fromkeys(addresses))  # every checked address, in the resolver's order
+
+
+def _connect_any(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A connection to the first of ``addresses`` that accepts one (as urllib tries every resolved address:
+    ``localhost`` may resolve to ``::1`` first while a server listens on 127.0.0.1 only)."""
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to a resolved address while speaking to the host by name."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float):
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float):
         super().__init__(host, port, timeout=timeout)
-        self.address = address
+        self.addresses = addresses
         self.raw_sock: socket.socket | None = None
 
     def connect(self) -> None:
-        self.sock = self.raw_sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.raw_sock = _connect_any(self.addresses, self.port, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """:class:`_PinnedHTTPConnection` with TLS: the certificate is checked against the host name (SNI)."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float):
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float):
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self.address = address
+        self.addresses = addresses
         self.raw_sock: socket.socket | None = None
 
     def connect(self) -> None:
-        self.raw_sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.raw_sock = _connect_any(self.addresses, self.port, self.timeout)
         self.sock = self._context.wrap_socket(self.raw_sock, server_hostname=self.host)
 
 
@@ -220,12 +233,12 @@ def http_get(
     for hop in range(MAX_REDIRECTS + 1):
         try:
             target = _check_url(url, allowed_hosts)
-            address = _resolve(target, url, allow_private, deadline)
+            addresses = _resolve(target, url, allow_private, deadline)
         except WebError as err:
             if hop == 0:
                 raise
             raise WebError(f"the page redirects to {url}, which is not an allowed address ({err})") from None
-        status, location, resp = _exchange(target, address, url, method, data, headers, timeout, deadline, max_bytes, content_types)
+        status, location, resp = _exchange(target, addresses, url, method, data, headers, timeout, deadline, max_bytes, content_types)
         if resp is not None:
             return resp
         assert location is not None
@@ -237,7 +250,7 @@ def http_get(
 
 def _exchange(
     target: _Target,
-    address: str,
+    addresses: list[str],
     url: str,
     method: str,
     data: bytes | None,
@@ -252,7 +265,7 @@ def _exchange(
     if remaining <= 0:
         raise WebError(f"{url} did not answer within {timeout} s")
     cls = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-    conn = cls(target.host, target.port, address, timeout=remaining)
+    conn = cls(target.host, target.port, addresses, timeout=remaining)
     fired = threading.Event()
     answered = False
     watchdog = threading.Timer(remaining, _abort, args=(conn, fired))
