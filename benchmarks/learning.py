@@ -67,6 +67,8 @@ class ExperimentSettings:
         sft_warmup: linear learning-rate warm-up steps of the SFT phase.
         base: ``word`` (a word-level :func:`~mem1_agent.word_model.small_llama` built from scratch) or
             any model :func:`~mem1_agent.models.load_policy` loads (``default`` is SmolLM2-135M).
+        vocab_size: subword vocabulary size of the word tokenizer (``null``: a token per word and per
+            entity name; see :func:`~mem1_agent.word_model.word_tokenizer`; ``base: word`` only).
         model: :func:`mem1_agent.word_model.small_llama` arguments (``base: word`` only).
     """
 
@@ -82,6 +84,7 @@ class ExperimentSettings:
     bootstrap: int = 10_000
     sft_warmup: int = 0
     base: str = "word"
+    vocab_size: int | None = None
     model: dict = field(default_factory=dict)
 
 
@@ -267,7 +270,8 @@ def train_sft(lc: Any, seed: int, out: Path, say: Any, grid: bool = True) -> dic
         init: Any = ex.base
         if ex.base == "word":
             init = build_word_model(out / f"sft{seed}" / "init", dataset_size=env_kwargs.get("dataset_size"),
-                                    dataset_seed=env_kwargs.get("dataset_seed", 0), seed=seed, **ex.model)
+                                    dataset_seed=env_kwargs.get("dataset_seed", 0), seed=seed,
+                                    vocab_size=ex.vocab_size, **ex.model)
         cfg = train_config(
             lc,
             train={"algorithm": "sft", "output_dir": str(out / f"sft{seed}" / "run"), "seed": seed, "resume": False,
@@ -498,6 +502,39 @@ def _machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": list(load)}
 
 
+def run_jobs(args: argparse.Namespace, lc: Any, out: Path, say: Any) -> list[Path]:
+    """Train every arm in ``args.jobs`` ``--worker`` processes; each keeps its part on disk for ``main`` to reuse.
+
+    With a shared SFT model it is trained here first, and then each (seed, RL arm) pair is a job, while
+    this process evaluates the SFT model; with an SFT model per seed, each seed is a job. Returns the
+    logs of the jobs that failed.
+    """
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex: ExperimentSettings = lc.experiment
+    if ex.sft_seed is not None:
+        train_sft(lc, ex.sft_seed, out, say, grid=False)
+        jobs = [[f"experiment.seeds=[{s}]", f"experiment.arms=[sft, {arm}]"] for s in ex.seeds for arm in RL_ARMS if arm in ex.arms]
+    else:
+        jobs = [[f"experiment.seeds=[{s}]"] for s in ex.seeds]
+    base = [sys.executable, str(Path(__file__).resolve()), "--worker", "--config", args.config, "--out", str(out),
+            "--threads", str(args.threads), *args.overrides]
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def work(k: int) -> int:
+        with open(logs / f"job{k}.log", "w") as log:
+            say(f"  job {k}: {' '.join(jobs[k])} (log {logs / f'job{k}.log'})")
+            return subprocess.run([*base, *jobs[k]], stdout=log, stderr=subprocess.STDOUT).returncode
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        codes = pool.map(work, range(len(jobs)))
+        if ex.sft_seed is not None:
+            train_sft(lc, ex.sft_seed, out, say)  # the SFT grid, while the workers train
+        return [logs / f"job{k}.log" for k, code in enumerate(codes) if code != 0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -505,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/learning", help="runs (models, checkpoints, TensorBoard) go here")
     parser.add_argument("--results", default=str(Path(__file__).with_name("results")), help="learning.json and PNGs go here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train the RL arms in this many worker processes (each with --threads torch threads)")
     parser.add_argument("--worker", action="store_true",
                         help="run one part (the SFT model and the listed seeds) and keep it on disk for a later full run")
     parser.add_argument("--diagnose", metavar="MODEL_DIR",
@@ -548,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
                 run_seed(lc, seed, out, say, sft)
         say("worker done")
         return 0
+    if args.jobs > 1:
+        failed = run_jobs(args, lc, out, say)
+        if failed:
+            print(f"learning: {len(failed)} job(s) failed; see {', '.join(map(str, failed))}", file=sys.stderr)
+            return 1
     shared = train_sft(lc, ex.sft_seed, out, say) if ex.sft_seed is not None else None
     per_seed = []
     for seed in ex.seeds:

@@ -53,9 +53,12 @@ def batching_rows(model, tok, batch: int, episodes: int, max_new_tokens: int, st
     from mem1_gym.wrappers import TokenizedEnv
 
     rows = []
-    for label, continuous in [("static batching (reference)", False), ("continuous batching", True)]:
+    schedules = [("static batching (reference)", False, 1), ("continuous batching", True, 1)]
+    schedules += [(f"continuous, admit >= {k} (or {SamplingConfig.admit_wait} steps)", True, k) for k in (2, 4) if k < batch]
+    for label, continuous, admit_min in schedules:
         envs = [TokenizedEnv(KeyLookupEnv(n_keys=1 + i % 4, memory="mem1"), tok, max_length=4096) for i in range(batch)]
-        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, continuous_batching=continuous)
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, continuous_batching=continuous,
+                                  admit_min=admit_min)
         policy = LMPolicy(model, tok, sampling=sampling, stop_strings=stops, generator=torch.Generator().manual_seed(0))
         _, stats = rollout(envs, policy, list(range(episodes)))
         rows.append((label, stats))

@@ -70,6 +70,11 @@ class SamplingConfig:
             next turn as soon as its turn ends (False: every live slot generates one turn per round
             and the round waits for the slowest row, as static batching does).
         max_batch_size: most rows decoded together (0: no limit; further requests wait their turn).
+        admit_min: while rows are running, admit waiting requests only once this many wait (or the
+            oldest has waited ``admit_wait`` decode steps). Each admission is an extra prefill
+            forward; gathering a few per prefill trades a little batch fullness for fewer forwards,
+            which pays where a forward's fixed cost dominates (CPUs, small models). 1 admits at once.
+        admit_wait: most decode steps a waiting request is held back by ``admit_min``.
     """
 
     max_new_tokens: int = 256
@@ -79,6 +84,8 @@ class SamplingConfig:
     reuse_prefix: bool = True
     continuous_batching: bool = True
     max_batch_size: int = 0
+    admit_min: int = 1
+    admit_wait: int = 8
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -91,6 +98,8 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0: no limit), got {self.max_batch_size}")
+        if self.admit_min < 1 or self.admit_wait < 0:
+            raise ValueError(f"admit_min must be >= 1 and admit_wait >= 0, got {self.admit_min} and {self.admit_wait}")
 
 
 @dataclass
@@ -192,6 +201,7 @@ class LMPolicy:
         self._width = 0
         self._logits: torch.Tensor | None = None
         self._in_flight: set[Hashable] = set()
+        self._held_steps = 0  # decode steps the oldest waiting request has been held back
 
     @property
     def device(self) -> torch.device:
@@ -303,10 +313,15 @@ class LMPolicy:
 
     def _admit(self) -> None:
         """Prefill waiting requests (up to ``max_batch_size`` rows) and merge them into the running batch."""
-        room = len(self._waiting) if self.sampling.max_batch_size == 0 else self.sampling.max_batch_size - len(self._rows)
-        group = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-        if not group:
+        cfg = self.sampling
+        room = len(self._waiting) if cfg.max_batch_size == 0 else cfg.max_batch_size - len(self._rows)
+        if room <= 0 or not self._waiting:
             return
+        if self._rows and min(room, len(self._waiting)) < cfg.admit_min and self._held_steps < cfg.admit_wait:
+            self._held_steps += 1
+            return
+        self._held_steps = 0
+        group = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
         logits, cache, width, rows = self._prefill(group)
         if not self._rows:
             self._rows, self._cache, self._width, self._logits = rows, cache, width, logits

@@ -92,14 +92,21 @@ def instruction_phrases(tags: Any = None) -> list[str]:
     return [text[start:end]]
 
 
-def word_tokenizer(texts: Iterable[str], tags: Any = None, phrases: Sequence[str] = ()) -> Any:
-    """A word-level ``PreTrainedTokenizerFast`` whose vocabulary is every word of ``texts``.
+def word_tokenizer(texts: Iterable[str], tags: Any = None, phrases: Sequence[str] = (), vocab_size: int | None = None) -> Any:
+    """A ``PreTrainedTokenizerFast`` over the words of ``texts``: one token per word, or subwords.
+
+    With ``vocab_size=None`` every word of ``texts`` is one token. With a ``vocab_size``, a
+    WordPiece vocabulary of that size is trained on ``texts`` (Hugging Face ``tokenizers``):
+    frequent words stay whole and rare ones, such as most invented names, split into pieces that
+    recur across names. A model then copies a name it has never seen from pieces it has seen
+    thousands of times, which is what lets it read held-out questions (whole-name tokens of rare
+    names keep near-random embeddings and are copied unreliably).
 
     The opening and closing tags of the tag set are single (non-special) tokens, so the
     policy writes ``</query>`` as one token and its decoded text holds the tag verbatim.
     Each of ``phrases`` (e.g. :func:`instruction_phrases`) is one token too.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from mem1_gym.protocol import get_tag_set
@@ -107,15 +114,23 @@ def word_tokenizer(texts: Iterable[str], tags: Any = None, phrases: Sequence[str
     tags = get_tag_set(tags or "paper")
     names = [tags.state, tags.info, tags.tag("search"), tags.tag("answer")]
     tag_tokens = [t for n in names for t in (f"<{n}>", f"</{n}>")]
-    words: dict[str, None] = {}
-    for text in texts:
-        for w in _WORD.findall(text):
-            words.setdefault(w, None)
-    vocab = {tok: i for i, tok in enumerate([*SPECIALS, *sorted(words)])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_WORD.pattern), behavior="isolated")]
     )
+    if vocab_size is None:
+        words: dict[str, None] = {}
+        for text in texts:
+            for w in _WORD.findall(text):
+                words.setdefault(w, None)
+        vocab = {tok: i for i, tok in enumerate([*SPECIALS, *sorted(words)])}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizer
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+        tok.pre_tokenizer = pre_tokenizer
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                                            continuing_subword_prefix="##", show_progress=False)
+        tok.train_from_iterator(list(texts), trainer)
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]",
@@ -168,18 +183,22 @@ def build_word_model(
     dataset_size: int | None = None,
     seed: int = 0,
     tags: Any = None,
+    vocab_size: int | None = None,
     **model_kwargs: Any,
 ) -> Path:
     """Save a word tokenizer over ``dataset`` and a fresh :func:`small_llama` for it to ``path``.
 
-    ``dataset`` is anything :func:`mem1_gym.data.load_dataset` accepts; ``model_kwargs`` go to
-    :func:`small_llama`. Returns ``path``, loadable with ``load_policy(str(path))``.
+    ``dataset`` is anything :func:`mem1_gym.data.load_dataset` accepts; ``vocab_size`` selects
+    subwords (see :func:`word_tokenizer`; ``None``: a token per word and per multi-word entity
+    name); ``model_kwargs`` go to :func:`small_llama`. Returns ``path``, loadable with
+    ``load_policy(str(path))``.
     """
     from mem1_gym.data import load_dataset
 
     path = Path(path)
     world = load_dataset(dataset, seed=dataset_seed, size=dataset_size)
-    tokenizer = word_tokenizer(world_texts(world, tags), tags, phrases=[*instruction_phrases(tags), *entity_phrases(world)])
+    phrases = instruction_phrases(tags) if vocab_size else [*instruction_phrases(tags), *entity_phrases(world)]
+    tokenizer = word_tokenizer(world_texts(world, tags), tags, phrases=phrases, vocab_size=vocab_size)
     model = small_llama(len(tokenizer), seed=seed, **model_kwargs)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)

@@ -53,6 +53,31 @@ def test_workers_split_the_run_and_the_full_command_reuses_their_parts(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
+def test_jobs_train_every_arm_in_worker_processes(tmp_path):
+    learning = _learning()
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = ["--out", str(runs), "--results", str(results), "experiment.sft_seed=0", *TINY, "experiment.seeds=[0, 1]"]
+    assert learning.main(["--jobs", "2", *args]) == 0
+    # One job per (seed, RL arm), each with its log; the SFT model was trained once, by the parent.
+    assert sorted(p.name for p in (runs / "logs").iterdir()) == [f"job{k}.log" for k in range(4)]
+    for seed in (0, 1):
+        for algo in ("ppo", "grpo"):
+            assert (runs / f"seed{seed}" / f"{algo}.json").is_file()
+    assert "SFT seed 0" not in "".join(p.read_text() for p in (runs / "logs").iterdir())
+    doc = json.loads((results / "learning.json").read_text())
+    assert set(doc["arms"]) == {"sft", "sft@full", "sft+ppo", "sft+grpo"}
+    assert np.array(doc["arms"]["sft+grpo"]["per_task_em"]["2"]).shape == (2, 3)
+    # A job that fails is reported with its log, not swallowed.
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "seed0").write_text("a file where the workers write their runs")
+    broken = ["--out", str(tmp_path / "broken"), "--results", str(tmp_path / "none"), "experiment.sft_seed=0", *TINY,
+              "experiment.seeds=[0]"]
+    assert learning.main(["--jobs", "2", *broken]) == 1
+    assert not (tmp_path / "none" / "learning.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("sft_seed", ["0", "null"], ids=["shared-sft", "sft-per-seed"])
 def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft_seed, capsys):
     learning = _learning()

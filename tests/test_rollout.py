@@ -170,14 +170,16 @@ def test_rollout_uses_the_cache_api_without_deprecation_warnings(tiny_policy):
         assert torch.allclose(stitched_forward(model, batch)["logprobs"], batch.rollout_logprobs, atol=1e-4)
 
 
-def _mixed_length_rollout(model, tok, continuous: bool, temperature: float = 0.0, seed: int = 0, max_batch_size: int = 0):
+def _mixed_length_rollout(model, tok, continuous: bool, temperature: float = 0.0, seed: int = 0, max_batch_size: int = 0,
+                          **sampling_kwargs):
     """Turns of uneven length (ending at a stop string, EOS or the token limit) on interchangeable slots.
 
     Which slot plays which episode depends on the schedule, so the slots are identical envs (as
     ``make_envs`` builds them): an episode's result then depends only on its seed.
     """
     envs = toy_envs(tok, memories=("mem1",) * 3, n_keys=3)
-    sampling = SamplingConfig(max_new_tokens=9, temperature=temperature, continuous_batching=continuous, max_batch_size=max_batch_size)
+    sampling = SamplingConfig(max_new_tokens=9, temperature=temperature, continuous_batching=continuous, max_batch_size=max_batch_size,
+                              **sampling_kwargs)
     # Stop strings a random model hits at varied points, so turns have uneven lengths.
     policy = LMPolicy(model, tok, sampling=sampling, stop_strings=["a", "e"], generator=torch.Generator().manual_seed(seed))
     return rollout(envs, policy, [3, 4, 5, 6, 7, 8, 9])
@@ -207,6 +209,37 @@ def test_continuous_batching_equals_static_batching_under_greedy_decoding(tiny_p
     bounded, b_stats = _mixed_length_rollout(model, tok, continuous=True, max_batch_size=2)
     _same_episodes(static, bounded)
     assert b_stats.steps > c_stats.steps
+
+
+def test_batched_admission_changes_the_schedule_not_the_result(tiny_policy):
+    model, tok = tiny_policy
+    static, _ = _mixed_length_rollout(model, tok, continuous=False)
+    eager, e_stats = _mixed_length_rollout(model, tok, continuous=True)
+    gathered, g_stats = _mixed_length_rollout(model, tok, continuous=True, admit_min=3, admit_wait=4)
+    _same_episodes(static, gathered)
+    # Held-back requests leave rows idle for a few steps: more steps for the same tokens.
+    assert g_stats.generated_tokens == e_stats.generated_tokens and g_stats.steps > e_stats.steps
+    with pytest.raises(ValueError, match="admit_min"):
+        SamplingConfig(admit_min=0)
+
+
+def test_admission_waits_for_admit_min_requests_or_admit_wait_steps(tiny_policy):
+    model, tok = tiny_policy
+    policy = LMPolicy(model, tok, sampling=SamplingConfig(max_new_tokens=50, temperature=0.0, admit_min=2, admit_wait=3),
+                      stop_strings=[])
+    policy.submit([5, 6, 7])
+    policy.step()  # nothing runs yet: admitted at once
+    assert len(policy._rows) == 1
+    policy.submit([8, 9])
+    for _ in range(3):  # one request waiting, fewer than admit_min: held back for admit_wait steps
+        policy.step()
+        assert len(policy._rows) == 1 and len(policy._waiting) == 1
+    policy.step()
+    assert len(policy._rows) == 2 and not policy._waiting
+    policy.submit([1, 2])
+    policy.submit([3, 4])
+    policy.step()  # two waiting: admitted together, in one prefill
+    assert len(policy._rows) == 4
 
 
 def test_continuous_sampling_is_deterministic_under_a_seed(tiny_policy):
