@@ -65,6 +65,10 @@ class ExperimentSettings:
         eval_batch: episodes generated together during evaluation.
         bootstrap: resamples of the paired bootstrap over tasks.
         sft_warmup: linear learning-rate warm-up steps of the SFT phase.
+        train_tasks_seed: first task seed of the in-distribution cell (arms ``<arm>@train``): the same
+            number of tasks at the training size drawn from split ``train`` (questions the models were
+            trained on, in new combinations). It separates what RL improved from what carries over
+            to unseen questions; the held-out cells stay the reported result.
         base: ``word`` (a word-level :func:`~mem1_agent.word_model.small_llama` built from scratch) or
             any model :func:`~mem1_agent.models.load_policy` loads (``default`` is SmolLM2-135M).
         vocab_size: subword vocabulary size of the word tokenizer (``null``: a token per word and per
@@ -83,6 +87,7 @@ class ExperimentSettings:
     eval_batch: int = 32
     bootstrap: int = 10_000
     sft_warmup: int = 0
+    train_tasks_seed: int = 900_000
     base: str = "word"
     vocab_size: int | None = None
     model: dict = field(default_factory=dict)
@@ -230,14 +235,24 @@ class _Recorder:
         trainer.log = record
 
 
-def _grid(model: Any, tokenizer: Any, cfg: Any, ex: ExperimentSettings, memory: str, sizes: Sequence[int], say: Any) -> dict[str, list[dict[str, float]]]:
+def _grid(model: Any, tokenizer: Any, cfg: Any, ex: ExperimentSettings, memory: str, sizes: Sequence[int], say: Any,
+          label: str | None = None) -> dict[str, list[dict[str, float]]]:
+    """Per-task results at each N of ``sizes`` under ``memory`` on the tasks of ``cfg.eval``."""
     out = {}
     for n in sizes:
         t0 = time.perf_counter()
         out[str(n)] = evaluate_tasks(model, tokenizer, cfg, n, memory, ex.tasks, ex.eval_batch)
         em = sum(t["em"] for t in out[str(n)]) / (n * ex.tasks)
-        say(f"    eval {memory} N={n}: EM/N {em:.3f} ({time.perf_counter() - t0:.0f} s)")
+        say(f"    eval {label or memory} N={n}: EM/N {em:.3f} ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def _train_tasks(model: Any, tokenizer: Any, lc: Any, say: Any) -> dict[str, list[dict[str, float]]]:
+    """The in-distribution cell: greedy EM at the training size on ``tasks`` tasks of split ``train``."""
+    ex: ExperimentSettings = lc.experiment
+    cfg = train_config(lc, env={"kwargs": {**lc.env.kwargs, lc.eval.scale_key: ex.sizes[0]}},
+                       eval={"split": "train", "seed": ex.train_tasks_seed})
+    return _grid(model, tokenizer, cfg, ex, "mem1", [ex.sizes[0]], say, label="mem1, split train")
 
 
 def _cached(path: Path, compute: Any) -> Any:
@@ -302,7 +317,8 @@ def train_sft(lc: Any, seed: int, out: Path, say: Any, grid: bool = True) -> dic
             eval_cfg = train_config(lc, env={"kwargs": env_kwargs})
             t0 = time.perf_counter()
             grids = {"sft": _grid(model, tokenizer, eval_cfg, ex, "mem1", ex.sizes, say),
-                     "sft@full": _grid(model, tokenizer, eval_cfg, ex, "full", ex.full_sizes, say)}
+                     "sft@full": _grid(model, tokenizer, eval_cfg, ex, "full", ex.full_sizes, say),
+                     "sft@train": _train_tasks(model, tokenizer, lc, say)}
             return {"grids": grids, "seconds_eval_sft": time.perf_counter() - t0}
 
         result.update(_cached(out / f"sft{seed}" / "grids.json", evaluate))
@@ -342,7 +358,8 @@ def train_rl(lc: Any, arm: str, seed: int, sft: dict[str, Any], out: Path, say: 
     seconds = time.perf_counter() - t0
     say(f"  seed {seed}: {arm} {total} iterations in {seconds:.0f} s (with curve evaluation)")
     grid = _grid(model, trainer.tokenizer, eval_cfg, ex, "mem1", ex.sizes, say)
-    return {"curve": curve, "grid": grid, "logs": rec.rows, "seconds": seconds}
+    return {"curve": curve, "grid": grid, "grid_train": _train_tasks(model, trainer.tokenizer, lc, say),
+            "logs": rec.rows, "seconds": seconds}
 
 
 def run_seed(lc: Any, seed: int, out: Path, say: Any, sft: dict[str, Any]) -> dict[str, Any]:
@@ -353,6 +370,7 @@ def run_seed(lc: Any, seed: int, out: Path, say: Any, sft: dict[str, Any]) -> di
         if arm in ex.arms:
             rl = _cached(out / f"seed{seed}" / f"{algo}.json", lambda: train_rl(lc, arm, seed, sft, out, say))
             result["grids"][arm], result["curves"][arm], result["logs"][arm] = rl["grid"], rl["curve"], rl["logs"]
+            result["grids"][f"{arm}@train"] = rl["grid_train"]
             result[f"seconds_{algo}"] = rl["seconds"]
     return result
 
@@ -369,8 +387,9 @@ def summarise(lc: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     arms: dict[str, Any] = {}
     for arm in seeds[0]["grids"]:
         by_n = seeds[0]["grids"][arm]
-        entry: dict[str, Any] = {"memory": "full" if arm.endswith("@full") else "mem1", "em": {}, "peak_tokens": {}, "turns": {},
-                                 "em_mean_ci95": {}, "per_task_em": {}}
+        entry: dict[str, Any] = {"memory": "full" if arm.endswith("@full") else "mem1",
+                                 "split": "train" if arm.endswith("@train") else "test",
+                                 "em": {}, "peak_tokens": {}, "turns": {}, "em_mean_ci95": {}, "per_task_em": {}}
         for n in by_n:
             per_seed = [s["grids"][arm][n] for s in seeds]
             entry["em"][n] = [sum(t["em"] for t in tasks) / (int(n) * len(tasks)) for tasks in per_seed]
@@ -388,14 +407,15 @@ def summarise(lc: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
                            "mean": ems.mean(axis=0).tolist(), "ci95": [mean_ci(ems[:, i])["ci95"] for i in range(len(its))]}
     differences = {}
     n0 = str(ex.sizes[0])
-    for arm in RL_ARMS:
-        if arm not in arms:
+    pairs = [(arm, "sft", "") for arm in RL_ARMS] + [(f"{arm}@train", "sft@train", ", split train") for arm in RL_ARMS]
+    for arm, base, where in pairs:
+        if arm not in arms or base not in arms:
             continue
         for n in arms[arm]["em"]:
-            a, b = arms[arm]["em"][n], arms["sft"]["em"][n]
+            a, b = arms[arm]["em"][n], arms[base]["em"][n]
             pa = np.array(arms[arm]["per_task_em"][n]) / int(n)
-            pb = np.array(arms["sft"]["per_task_em"][n]) / int(n)
-            differences[f"{arm} - sft @ N={n}"] = {
+            pb = np.array(arms[base]["per_task_em"][n]) / int(n)
+            differences[f"{arm.split('@')[0]} - sft @ N={n}{where}"] = {
                 "welch_over_seeds": welch(a, b),
                 "paired_over_seeds": paired_seeds(a, b),
                 "paired_bootstrap_over_tasks": paired_bootstrap(pa, pb, ex.bootstrap),
@@ -407,6 +427,9 @@ def summarise(lc: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
         excl = {name: d[name]["ci95"][0] > 0 for name in d}
         # The seed-level paired interval: the bootstrap over tasks ignores seed variance and is the narrowest.
         verdict = {"ppo_beats_sft_at_training_size": excl["paired_over_seeds"], "ci_excludes_zero_above": excl}
+        inside = differences.get(f"{key}, split train")
+        if inside is not None:
+            verdict["ppo_beats_sft_on_training_questions"] = inside["paired_over_seeds"]["ci95"][0] > 0
     return {"arms": arms, "curves": curves, "differences": differences, "verdict": verdict}
 
 
@@ -442,6 +465,8 @@ def plot(summary: dict[str, Any], lc: Any, results: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm, entry in summary["arms"].items():
+        if entry["split"] != "test":
+            continue
         ns = sorted(entry["em_mean_ci95"], key=int)
         m = np.array([entry["em_mean_ci95"][n]["mean"] for n in ns])
         h = np.array([entry["em_mean_ci95"][n]["ci95"] for n in ns])
@@ -482,13 +507,15 @@ def diagnose(lc: Any, folder: str, tasks: int) -> dict[str, dict[str, float]]:
 def markdown_table(doc: dict[str, Any]) -> str:
     """learning.json as Markdown: EM / N per arm and N (mean ± 95% CI over seeds), then the differences."""
     sizes = sorted({n for entry in doc["arms"].values() for n in entry["em"]}, key=int)
-    lines = ["| arm | memory | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
+    lines = ["| arm | memory | tasks | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|---|---|" + "---:|" * len(sizes)]
     for arm, entry in doc["arms"].items():
         cells = []
         for n in sizes:
             s = entry["em_mean_ci95"].get(n)
             cells.append("–" if s is None else f"{s['mean']:.3f} ± {s['ci95']:.3f}")
-        lines.append(f"| {arm} | {entry['memory']} | " + " | ".join(cells) + " |")
+        split = entry.get("split", "test")
+        lines.append(f"| {arm} | {entry['memory']} | {'held-out (test)' if split == 'test' else 'training questions'} | "
+                     + " | ".join(cells) + " |")
     lines += ["", "| difference | Welch over seeds | paired over seeds | paired bootstrap over tasks |", "|---|---|---|---|"]
     for name, d in doc["differences"].items():
         cells = [f"{d[k]['diff']:+.3f} [{d[k]['ci95'][0]:+.3f}, {d[k]['ci95'][1]:+.3f}]"

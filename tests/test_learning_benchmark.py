@@ -22,6 +22,8 @@ def _learning():
     return module
 
 
+ARMS = {"sft", "sft@full", "sft+ppo", "sft+grpo", "sft@train", "sft+ppo@train", "sft+grpo@train"}
+
 TINY = [
     "experiment.tasks=3", "experiment.sizes=[1, 2]", "experiment.full_sizes=[1]",
     "experiment.curve_every=1", "experiment.eval_batch=3", "experiment.bootstrap=50",
@@ -48,7 +50,7 @@ def test_workers_split_the_run_and_the_full_command_reuses_their_parts(tmp_path)
     # The worker's arm is reused as it was, not trained again.
     assert (runs / "seed1" / "ppo.json").read_text() == kept
     assert doc["curves"]["sft+ppo"]["em"][-1][1] == json.loads(kept)["curve"]["em"][-1]
-    assert set(doc["arms"]) == {"sft", "sft@full", "sft+ppo", "sft+grpo"}
+    assert set(doc["arms"]) == ARMS
 
 
 @pytest.mark.slow
@@ -65,7 +67,7 @@ def test_jobs_train_every_arm_in_worker_processes(tmp_path):
             assert (runs / f"seed{seed}" / f"{algo}.json").is_file()
     assert "SFT seed 0" not in "".join(p.read_text() for p in (runs / "logs").iterdir())
     doc = json.loads((results / "learning.json").read_text())
-    assert set(doc["arms"]) == {"sft", "sft@full", "sft+ppo", "sft+grpo"}
+    assert set(doc["arms"]) == ARMS
     assert np.array(doc["arms"]["sft+grpo"]["per_task_em"]["2"]).shape == (2, 3)
     # A job that fails is reported with its log, not swallowed.
     (tmp_path / "broken").mkdir()
@@ -89,7 +91,7 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     assert rc == 0
     doc = json.loads((results / "learning.json").read_text())
     assert doc["tasks_per_seed"] == 3 and doc["seeds"] == [0, 1]
-    assert set(doc["arms"]) == {"sft", "sft@full", "sft+ppo", "sft+grpo"}
+    assert set(doc["arms"]) == ARMS
     for arm in ("sft", "sft+ppo", "sft+grpo"):
         entry = doc["arms"][arm]
         assert set(entry["em"]) == {"1", "2"} and entry["memory"] == "mem1"
@@ -99,6 +101,14 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
             assert tasks.shape == (2, 3)
             assert np.allclose(per_seed, tasks.sum(axis=1) / (int(n) * 3))
     assert set(doc["arms"]["sft@full"]["em"]) == {"1"} and doc["arms"]["sft@full"]["memory"] == "full"
+    # The in-distribution cell: training-split questions at the training size only, with its own differences.
+    for arm in ("sft@train", "sft+ppo@train", "sft+grpo@train"):
+        assert doc["arms"][arm]["split"] == "train" and set(doc["arms"][arm]["em"]) == {"1"}
+    assert doc["arms"]["sft"]["split"] == "test"
+    inside = doc["differences"]["sft+ppo - sft @ N=1, split train"]
+    assert math.isclose(inside["welch_over_seeds"]["diff"],
+                        float(np.mean(doc["arms"]["sft+ppo@train"]["em"]["1"]) - np.mean(doc["arms"]["sft@train"]["em"]["1"])),
+                        abs_tol=1e-12)
     for arm in ("sft+ppo", "sft+grpo"):
         curve = doc["curves"][arm]
         assert curve["iterations"] == [0, 1, 2]
@@ -120,7 +130,7 @@ def test_the_experiment_runs_end_to_end_and_writes_the_issue_shape(tmp_path, sft
     capsys.readouterr()
     assert learning.main(["--report", str(results / "learning.json")]) == 0
     report = capsys.readouterr().out
-    ppo_row = next(line for line in report.splitlines() if line.startswith("| sft+ppo | mem1 |"))
+    ppo_row = next(line for line in report.splitlines() if line.startswith("| sft+ppo | mem1 | held-out (test) |"))
     first = doc["arms"]["sft+ppo"]["em_mean_ci95"]["1"]
     assert f"{first['mean']:.3f} ± {first['ci95']:.3f}" in ppo_row
     assert doc["plots"]
