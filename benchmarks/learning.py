@@ -545,8 +545,9 @@ def run_jobs(args: argparse.Namespace, lc: Any, out: Path, say: Any) -> list[Pat
         jobs = [[f"experiment.seeds=[{s}]", f"experiment.arms=[sft, {arm}]"] for s in ex.seeds for arm in RL_ARMS if arm in ex.arms]
     else:
         jobs = [[f"experiment.seeds=[{s}]"] for s in ex.seeds]
+    # The SFT phase above used all --threads; the workers share them.
     base = [sys.executable, str(Path(__file__).resolve()), "--worker", "--config", args.config, "--out", str(out),
-            "--threads", str(args.threads), *args.overrides]
+            "--threads", str(max(1, args.threads // args.jobs)), *args.overrides]
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -570,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(Path(__file__).with_name("results")), help="learning.json and PNGs go here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="train the RL arms in this many worker processes (each with --threads torch threads)")
+                        help="train the RL arms in this many worker processes (sharing --threads torch threads)")
     parser.add_argument("--worker", action="store_true",
                         help="run one part (the SFT model and the listed seeds) and keep it on disk for a later full run")
     parser.add_argument("--diagnose", metavar="MODEL_DIR",
@@ -601,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     machine_before = _machine()
 
     def say(msg: str) -> None:
-        print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {msg}", flush=True)
+        # One write per line: the --jobs threads report concurrently.
+        print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {msg}\n", end="", flush=True)
 
     ex = lc.experiment
     if args.worker:

@@ -117,10 +117,10 @@ def main() -> None:
     print(f"batching: {args.mixed_episodes} KeyLookup episodes (1-4 keys), batch {args.batch}, <= {args.mixed_max_new_tokens} "
           f"new tokens/turn, stops {args.stops.split(',')}")
     base_step = rows[0][1].tokens_per_step
-    print(f"| {'schedule':<30} | {'tokens':>7} | {'steps':>6} | {'tokens/step':>11} | {'vs static':>9} | {'seconds':>8} | {'tokens/s':>9} | {'vs static':>9} |")
-    print(f"|{'-' * 32}|{'-' * 9}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 11}|")
+    print(f"| {'schedule':<38} | {'tokens':>7} | {'steps':>6} | {'tokens/step':>11} | {'vs static':>9} | {'seconds':>8} | {'tokens/s':>9} | {'vs static':>9} |")
+    print(f"|{'-' * 40}|{'-' * 9}|{'-' * 8}|{'-' * 13}|{'-' * 11}|{'-' * 10}|{'-' * 11}|{'-' * 11}|")
     for label, st in rows:
-        print(f"| {label:<30} | {st.generated_tokens:>7} | {st.steps:>6} | {st.tokens_per_step:>11.2f} | {st.tokens_per_step / base_step:>8.2f}x | "
+        print(f"| {label:<38} | {st.generated_tokens:>7} | {st.steps:>6} | {st.tokens_per_step:>11.2f} | {st.tokens_per_step / base_step:>8.2f}x | "
               f"{st.seconds:>8.2f} | {st.tokens_per_second:>9.1f} | {st.tokens_per_second / base:>8.2f}x |")
 
     # PPO update throughput on the batched rollout.

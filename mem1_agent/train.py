@@ -24,6 +24,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -582,18 +583,20 @@ def cli(argv: list[str]) -> int:
     # Fail on a bad env id, memory policy or env argument now, not after loading the model.
     make_text_env(cfg.env).close()
     threads = apply_threads(args.threads)
-    print(f"mem1 train: {describe(cfg)} ({threads} CPU threads)", flush=True)
+    # Under ``accelerate launch`` every process runs this; only the first one reports (errors go to all).
+    report = print if os.environ.get("RANK", "0") == "0" else (lambda *_, **__: None)
+    report(f"mem1 train: {describe(cfg)} ({threads} CPU threads)", flush=True)
     try:
         results = train(cfg)
     except (CheckpointError, ConfigError) as err:
         print(f"mem1 train: {err}", file=sys.stderr)
         return 2
     if results:
-        print(json.dumps(results, indent=2))
+        report(json.dumps(results, indent=2))
     out = Path(cfg.train.output_dir)
     written = [name for name in ("checkpoint.json", "config.yaml", "tb", "results.json") if (out / name).exists()]
-    print(f"wrote {', '.join(written)} in {out}")
+    report(f"wrote {', '.join(written)} in {out}")
     last = results.get("after") or results.get("after_sft") or {}
     headline = ", ".join(f"N={n} EM={s.get('em', float('nan')):.3f}" for n, s in last.items() if isinstance(s, dict))
-    print(f"done: {cfg.train.algorithm} finished" + (f"; held-out {headline}" if headline else " (no held-out evaluation; set train.eval_after=true)"))
+    report(f"done: {cfg.train.algorithm} finished" + (f"; held-out {headline}" if headline else " (no held-out evaluation; set train.eval_after=true)"))
     return 0

@@ -89,8 +89,8 @@ def _untied_critic(folder: Path) -> Path:
     return folder
 
 
-def _launch_two(out: Path, *overrides: str) -> dict:
-    """``mem1 train`` on the tiny preset under ``accelerate launch`` with 2 processes; its results."""
+def _launch_two(out: Path, *overrides: str) -> tuple[dict, str]:
+    """``mem1 train`` on the tiny preset under ``accelerate launch`` with 2 processes; its results and stdout."""
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     if accelerate is None:
         pytest.fail("the accelerate launcher is not installed next to this Python")
@@ -101,7 +101,7 @@ def _launch_two(out: Path, *overrides: str) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "results.json").read_text())
+    return json.loads((out / "results.json").read_text()), proc.stdout
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_two_processes_sft_then_ppo_with_an_untied_critic_in_bf16(tmp_path):
     # SFT leaves the value head and critic without gradients and the critic's untied output layer never
     # gets one: DDP must not see them as unused. The warm-up counts optimizer steps, not steps x processes.
     out = tmp_path / "ddp"
-    results = _launch_two(out, "train.algorithm=sft+ppo", "train.iterations=1", f"model.critic={_untied_critic(tmp_path / 'critic')}",
+    results, _ = _launch_two(out, "train.algorithm=sft+ppo", "train.iterations=1", f"model.critic={_untied_critic(tmp_path / 'critic')}",
                           "train.lr_warmup=8", "train.mixed_precision=bf16")
     assert results["ranks_in_sync"] is True
     assert _step(out) == 1
@@ -124,8 +124,10 @@ def test_two_processes_sft_then_ppo_with_an_untied_critic_in_bf16(tmp_path):
 @pytest.mark.slow
 def test_two_processes_grpo(tmp_path):
     out = tmp_path / "grpo"
-    results = _launch_two(out, "train.algorithm=grpo", "train.iterations=1")
+    results, stdout = _launch_two(out, "train.algorithm=grpo", "train.iterations=1")
     assert results["ranks_in_sync"] is True
+    # One report for the run, not one per process.
+    assert stdout.count("done: grpo finished") == 1 and stdout.count("mem1 train: ") == 1
     assert _step(out) == 1
     assert tb_scalars(out)["grpo/episodes"] == [(1, 8.0)]  # 2 tasks x 2 rollouts on each process
 
