@@ -20,7 +20,7 @@ from .config import ConfigError, load_config
 
 def load_run(run_dir: str | Path) -> tuple[Any, Any]:
     """The policy of ``run_dir`` at its last checkpoint, and its tokenizer."""
-    from .train import build_policy, restore_sft_adapters
+    from .train import build_policy, restore_sft_adapters, set_phase_trainable
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
@@ -28,6 +28,8 @@ def load_run(run_dir: str | Path) -> tuple[Any, Any]:
     if info is None:
         raise CheckpointError(f"{run_dir} holds no checkpoint (checkpoint.json)")
     model, tokenizer = build_policy(cfg)
+    # Trainable parameters as when the checkpoint was taken: an sft-phase LoRA checkpoint has no value head.
+    set_phase_trainable(model, info["extra"].get("phase", "rl"))
     if cfg.model.lora is not None and cfg.train.algorithm == "sft+ppo" and info["extra"].get("phase") == "rl":
         restore_sft_adapters(model, run_dir)
     load_checkpoint(run_dir, model)

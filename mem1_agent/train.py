@@ -181,6 +181,17 @@ def combine_scalars(per_process: Sequence[dict[str, float]]) -> dict[str, float]
     return out
 
 
+def set_phase_trainable(model: Any, phase: str) -> None:
+    """Freeze the value head (and critic) for the ``sft`` phase, unfreeze them for ``rl``.
+
+    SFT trains the LM alone. The value parameters would get no gradient, which DDP refuses, so
+    they are frozen for that phase rather than hidden with ``find_unused_parameters``; a checkpoint
+    of trainable parameters only (LoRA) taken in that phase therefore holds none of them.
+    """
+    for p in getattr(model, "value_parameters", list)():
+        p.requires_grad_(phase != "sft")
+
+
 @dataclass
 class RunState:
     """Where the run is: phase (``sft`` / ``rl``), steps done in it, evaluation results.
@@ -307,10 +318,7 @@ class Trainer:
         cfg = self.cfg
         lr, wd = {"sft": (cfg.sft.lr, 0.0), "rl": (cfg.grpo.lr, cfg.grpo.weight_decay) if cfg.train.algorithm == "grpo" else (cfg.ppo.lr, cfg.ppo.weight_decay)}.get(phase, (cfg.ppo.lr, 0.0))
         model = self.accelerator.unwrap_model(self.model) if hasattr(self, "optimizer") else self.model
-        # SFT trains the LM alone. The value head (and critic) would get no gradient, which DDP
-        # refuses, so they are frozen for that phase rather than hiding it with find_unused_parameters.
-        for p in getattr(model, "value_parameters", list)():
-            p.requires_grad_(phase != "sft")
+        set_phase_trainable(model, phase)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
         warmup = max(cfg.train.lr_warmup, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)

@@ -240,3 +240,30 @@ def test_train_refuses_a_pickle_checkpoint_in_the_output_dir(tmp_path, capsys):
     assert main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.iterations=1"]) == 2
     assert "pickle checkpoint of an older mem1 version" in capsys.readouterr().err
     assert not (tmp_path / "pwned").exists()
+
+
+def test_export_of_a_lora_sft_then_ppo_run_stopped_in_its_sft_phase(tmp_path, monkeypatch):
+    # A LoRA checkpoint holds the trainable parameters only, and the value head is frozen during SFT:
+    # `mem1 export` used to rebuild the network with a trainable value head and refuse the checkpoint.
+    import importlib
+
+    from transformers import AutoModelForCausalLM
+
+    trainer_module = importlib.import_module("mem1_agent.train")
+
+    def stop(self, save):
+        raise KeyboardInterrupt("stopped between the phases")
+
+    monkeypatch.setattr(trainer_module.Trainer, "_set_sft_reference", stop)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--config", str(PRESET), f"train.output_dir={out}", "train.algorithm=sft+ppo",
+              "model.lora={r: 4, alpha: 8}", "sft.steps=4", "train.save_every=2", "train.eval_after=false"])
+    assert checkpoint_info(out)["extra"]["phase"] == "sft"
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = torch.randint(3, 400, (2, 9))
+    with torch.no_grad():
+        # The SFT adapters are in it, merged: not the initial model.
+        initial, _ = load_policy("tiny", seed=0)
+        assert not torch.allclose(exported(ids).logits, initial(ids)["logits"], atol=1e-3)
