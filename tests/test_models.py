@@ -211,9 +211,14 @@ def test_lora_critic_value_parameters_are_its_adapters_not_its_frozen_base():
     names = {id(p): n for n, p in policy.named_parameters()}
     assert values and all("lora_" in names[id(p)] or names[id(p)].startswith("value_head.") for p in values)
     assert all(p.requires_grad for p in values)
+    from mem1_agent.train import set_phase_trainable
+
     frozen_before = sum(p.numel() for p in policy.parameters() if not p.requires_grad)
-    for p in values:  # what Trainer._prepare("rl") does
-        p.requires_grad_(True)
+    set_phase_trainable(policy, "sft")  # what the trainer does per phase
+    assert not any(p.requires_grad for p in values)
+    assert sum(p.numel() for p in policy.parameters() if not p.requires_grad) == frozen_before + sum(p.numel() for p in values)
+    set_phase_trainable(policy, "rl")
+    assert all(p.requires_grad for p in values)
     assert sum(p.numel() for p in policy.parameters() if not p.requires_grad) == frozen_before
 
 
